@@ -1,0 +1,5 @@
+"""``python -m geoseg`` runs the CLI."""
+
+from geoseg.cli import main
+
+main()

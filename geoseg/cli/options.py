@@ -1,0 +1,87 @@
+"""Option decorators shared by several commands, declared once (as rasterio's ``rio`` does)."""
+
+from __future__ import annotations
+
+import click
+
+overwrite_opt = click.option(
+    "--overwrite", is_flag=True, default=False, help="Replace existing outputs."
+)
+
+output_opt = click.option(
+    "-o", "--output", required=True, type=click.Path(), help="Output path."
+)
+
+bands_opt = click.option(
+    "--bands",
+    default=None,
+    metavar="LIST",
+    help="Bands by 1-based index or name, comma separated (e.g. 1,2,3,7 or red,green,blue,nir).",
+)
+
+tile_size_opt = click.option(
+    "--tile-size", type=click.IntRange(16, 8192), default=None, help="Tile edge in pixels."
+)
+
+overlap_opt = click.option(
+    "--overlap", type=click.IntRange(0, 4096), default=None, help="Overlap between tiles in pixels."
+)
+
+device_opt = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Torch device; auto picks CUDA when present.",
+)
+
+scheduler_opt = click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    envvar="DASK_SCHEDULER_ADDRESS",
+    help="Dask scheduler: 'threads' (default), 'sync', or a dask.distributed address "
+    "such as tcp://host:8786 (also read from DASK_SCHEDULER_ADDRESS).",
+)
+
+
+def _parse_nodata(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    if value.lower() in ("none", "null"):
+        return "none"
+    if value.lower() == "nan":
+        return float("nan")
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number, nan or none") from None
+
+
+nodata_opt = click.option(
+    "--nodata",
+    callback=_parse_nodata,
+    default=None,
+    metavar="NUMBER|nan|none",
+    help="Override the source nodata value ('none' ignores the declared one).",
+)
+
+
+def _parse_co(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in value:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE (e.g. --co COMPRESS=ZSTD)")
+        k, v = item.split("=", 1)
+        out[k.upper()] = v
+    return out
+
+
+creation_opt = click.option(
+    "--co",
+    "creation_options",
+    multiple=True,
+    callback=_parse_co,
+    metavar="NAME=VALUE",
+    help="GDAL creation option for raster outputs (repeatable).",
+)

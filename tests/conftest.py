@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny seeded rasters with a real CRS, and the real samples in tests/data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+sys.path.insert(0, str(DATA))
+
+import make_fixtures  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def fixtures(tmp_path_factory) -> dict[str, Path]:
+    """Generated rasters: ``rgbn`` (4-band uint8, EPSG:32611), ``labels``, ``rgbn_4326``, ``rgbn_nodata``."""
+    return make_fixtures.write_all(tmp_path_factory.mktemp("fixtures"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """tests/data: real sample crops (see tests/data/SOURCES.md)."""
+    return DATA
+
+
+@pytest.fixture
+def make_raster(tmp_path):
+    """Factory writing a GeoTIFF into the test's tmp dir: ``make_raster("a.tif", array, **kw)``."""
+
+    def _make(name: str, data, **kwargs) -> Path:
+        return make_fixtures.write_raster(tmp_path / name, data, **kwargs)
+
+    return _make
