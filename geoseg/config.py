@@ -153,3 +153,134 @@ def load_config(
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a mapping at top level", param="--config")
     return from_dict(cls, _merge(data, parse_overrides(overrides)))
+
+
+# --- training config (owned by geoseg.train) ---------------------------------------------------
+# Frozen dataclasses for ``geoseg train``; configs/*.yaml hold the per-dataset recipes.
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which pixels a training step sees.
+
+    Attributes:
+        crop_size: edge of the random square crops (pixels); also predict's default tile size.
+        batch_size: crops per step.
+        min_valid: fraction of valid pixels a crop needs, so nodata edges do not dominate.
+        quicklook_tiles: fixed tiles drawn as image | clusters PNGs each epoch.
+        pin_memory: pin host batches when training on CUDA (faster host→device copies).
+    """
+
+    crop_size: int = 128
+    batch_size: int = 8
+    min_valid: float = 0.5
+    quicklook_tiles: int = 4
+    pin_memory: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """The mutual-information objective (IIC paper notation).
+
+    Attributes:
+        lamb: λ, weight of the marginal entropy terms (1.0 is plain MI; >1 fights collapse).
+        displacement: T, largest pixel shift |t| ≤ T in the joint distribution window.
+        uncollapsed: normalise the joint per displacement instead of over the whole window.
+    """
+
+    lamb: float = 1.0
+    displacement: int = 1
+    uncollapsed: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """The transform g in IIC's (x, g(x)) pair; geometric parts are inverted on the output.
+
+    Attributes:
+        flip: random horizontal/vertical flips.
+        rotate: random 90° rotations.
+        jitter: strength of brightness/contrast/saturation jitter on the optical bands (IR
+            bands are never jittered, see DESIGN.md).
+        noise: std of additive Gaussian noise, in normalised units.
+    """
+
+    flip: bool = True
+    rotate: bool = True
+    jitter: float = 0.1
+    noise: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Adam settings (the IIC paper uses Adam with lr 1e-4)."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """How long to train and how often to look.
+
+    Attributes:
+        steps: optimiser steps in total (a resume continues up to this number).
+        steps_per_epoch: steps between quicklook images (an "epoch" over random crops).
+        checkpoint_every: steps between ``last.pt`` saves.
+        eval_every: steps between evaluation passes (loss on fixed crops, label metrics).
+        eval_batches: fixed batches in each evaluation pass.
+        log_every: steps between ``metrics.csv`` training rows.
+    """
+
+    steps: int = 1000
+    steps_per_epoch: int = 200
+    checkpoint_every: int = 200
+    eval_every: int = 100
+    eval_batches: int = 4
+    log_every: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineConfig:
+    """The classical baselines (``method: kmeans`` or ``kanezaki``).
+
+    Attributes:
+        samples: valid pixels sampled from the store to fit k-means.
+        texture: add local mean/std (box filter) of each band as k-means features.
+        texture_window: box filter size in pixels for the texture features.
+        mu: Kanezaki's spatial-continuity weight μ.
+        width: Kanezaki feature channels (also its upper bound on clusters).
+        layers: Kanezaki 3×3 conv layers.
+    """
+
+    samples: int = 100_000
+    texture: bool = False
+    texture_window: int = 5
+    mu: float = 5.0
+    width: int = 32
+    layers: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``geoseg train`` needs; saved as run/config.yaml and inside checkpoints.
+
+    Attributes:
+        method: iic | ac (trained networks) or kmeans | kanezaki (classical baselines).
+        n_clusters: clusters of the main head (≈ number of classes).
+        n_over_clusters: clusters of the overclustering head (0 = no such head).
+        seed: seeds torch, numpy and python RNGs, so a run is repeatable.
+        model: passed through to ``geoseg.models.build_model`` as ``model_cfg``.
+    """
+
+    method: typing.Literal["iic", "ac", "kmeans", "kanezaki"] = "iic"
+    n_clusters: int = 6
+    n_over_clusters: int = 24
+    seed: int = 0
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: dict = dataclasses.field(default_factory=dict)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
