@@ -110,7 +110,9 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     nested: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"{item!r} is not KEY=VALUE (e.g. --set optim.lr=0.001)", param="--set")
+            raise ConfigError(
+                f"{item!r} is not KEY=VALUE (e.g. --set optim.lr=0.001)", param="--set"
+            )
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw) if raw else ""
         node = nested
@@ -145,11 +147,15 @@ def load_config(
     else:
         path = Path(source)
         if not path.is_file():
-            raise ConfigError(f"{path} does not exist; pass a YAML file from configs/", param="--config")
+            raise ConfigError(
+                f"{path} does not exist; pass a YAML file from configs/", param="--config"
+            )
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML ({exc.__class__.__name__})", param="--config") from exc
+            raise ConfigError(
+                f"{path} is not valid YAML ({exc.__class__.__name__})", param="--config"
+            ) from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a mapping at top level", param="--config")
     return from_dict(cls, _merge(data, parse_overrides(overrides)))

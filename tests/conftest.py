@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+
+import pytest
 
 # Tests run on two xdist workers on a 2-core machine: one math thread each avoids
 # oversubscription (set before numpy/torch are imported by any test module).
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
-from pathlib import Path
-
-import pytest
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
@@ -21,7 +21,7 @@ import make_fixtures  # noqa: E402
 
 @pytest.fixture(scope="session")
 def fixtures(tmp_path_factory) -> dict[str, Path]:
-    """Generated rasters: ``rgbn`` (4-band uint8, EPSG:32611), ``labels``, ``rgbn_4326``, ``rgbn_nodata``."""
+    """Generated rasters: rgbn (4-band uint8, EPSG:32611), labels, rgbn_4326, rgbn_nodata."""
     return make_fixtures.write_all(tmp_path_factory.mktemp("fixtures"))
 
 

@@ -62,7 +62,9 @@ def group(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     set_enabled(not quiet)
 
 
@@ -75,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     from geoseg.errors import GeoSegError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in argv)
+    verbose = any(
+        a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in argv
+    )
     try:
         rv = group.main(args=argv, prog_name="geoseg", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -98,6 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug or an environment failure: exit 1, traceback on -v
         if verbose:
             raise
-        click.echo(f"Error: {exc.__class__.__name__}: {_one_line(exc)} (rerun with -v for details)", err=True)
+        click.echo(
+            f"Error: {exc.__class__.__name__}: {_one_line(exc)} (rerun with -v for details)",
+            err=True,
+        )
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

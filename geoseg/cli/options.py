@@ -8,9 +8,7 @@ overwrite_opt = click.option(
     "--overwrite", is_flag=True, default=False, help="Replace existing outputs."
 )
 
-output_opt = click.option(
-    "-o", "--output", required=True, type=click.Path(), help="Output path."
-)
+output_opt = click.option("-o", "--output", required=True, type=click.Path(), help="Output path.")
 
 bands_opt = click.option(
     "--bands",

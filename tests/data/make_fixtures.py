@@ -27,7 +27,9 @@ _COLOURS = {
 }
 
 
-def synthetic_scene(height: int = 96, width: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_scene(
+    height: int = 96, width: int = 128, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(image (4,H,W) uint8, labels (H,W) uint8)`` of the synthetic urban scene."""
     rng = np.random.default_rng(seed)
     labels = np.full((height, width), SOIL, np.uint8)
@@ -66,8 +68,14 @@ def write_raster(
     path = Path(path)
     count, height, width = data.shape
     profile = dict(
-        driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name,
-        crs=crs, transform=from_origin(origin[0], origin[1], res, res), nodata=nodata,
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=count,
+        dtype=data.dtype.name,
+        crs=crs,
+        transform=from_origin(origin[0], origin[1], res, res),
+        nodata=nodata,
     )
     if tiled:
         profile.update(tiled=True, blockxsize=64, blockysize=64)
