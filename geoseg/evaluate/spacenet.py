@@ -1,0 +1,292 @@
+"""SpaceNet building F1: greedy IoU matching of proposals to ground-truth footprints.
+
+The rules are the competition's (SpaceNet utilities / solaris), because published numbers are
+only comparable under the same rules:
+
+- proposals are visited by decreasing confidence (file order breaks ties);
+- each one takes the still-unmatched truth polygon of highest IoU; it is a true positive only
+  if that IoU is *strictly* greater than the threshold (0.5), otherwise a false positive, and
+  the truth polygon stays available;
+- polygons below the minimum area are dropped first: truth kept if area >= min_area,
+  proposals kept if area > min_area;
+- invalid proposals are repaired with ``buffer(0)`` (truth too, so GEOS never fails on them).
+
+Counts are per image; precision/recall/F1 per AOI and overall come from *summed* TP/FP/FN,
+never from averaging per-image F1. When an image has neither truth nor proposals its
+precision, recall and F1 are defined as 1.0 (nothing to find, nothing wrongly claimed); when
+only one side is empty the undefined ratio is 0.0, as in the competition scorer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from geoseg.errors import BadInput
+from geoseg.evaluate.polygons import aoi_name, read_polygons
+from geoseg.paths import atomic_output
+
+log = logging.getLogger(__name__)
+
+
+def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Precision, recall, F1 from counts (definitions for empty cases in the module doc).
+
+    F1 is computed as ``2 TP / (2 TP + FP + FN)``, algebraically equal to the harmonic mean
+    but free of the rounding a ratio of ratios adds.
+    """
+    if tp + fp + fn == 0:
+        return 1.0, 1.0, 1.0
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return precision, recall, 2 * tp / (2 * tp + fp + fn)
+
+
+def match_greedy(
+    proposals: np.ndarray,
+    confidence: np.ndarray,
+    truth: np.ndarray,
+    *,
+    iou_threshold: float = 0.5,
+    prop_group: np.ndarray | None = None,
+    truth_group: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Match proposals to truth polygons the SpaceNet way.
+
+    Candidate pairs come from one STRtree query over all truth polygons, so the cost grows with
+    the number of overlapping pairs, not with proposals × truth.
+
+    Args:
+        proposals: shapely polygons (valid), one per proposal.
+        confidence: float per proposal; higher is visited first, NaN last.
+        truth: shapely polygons (valid).
+        iou_threshold: a match needs IoU strictly above this.
+        prop_group, truth_group: integer image codes; polygons only match within an image.
+
+    Returns:
+        ``(matched, best_iou)``: per proposal the index of its truth polygon or -1 (false
+        positive), and the IoU with the best still-unmatched truth polygon when it was visited.
+    """
+    n_prop = len(proposals)
+    matched = np.full(n_prop, -1, dtype=np.int64)
+    best_iou = np.zeros(n_prop)
+    if n_prop == 0 or len(truth) == 0:
+        return matched, best_iou
+    p_idx, t_idx = shapely.STRtree(truth).query(proposals, predicate="intersects")
+    if prop_group is not None and truth_group is not None:
+        same = prop_group[p_idx] == truth_group[t_idx]
+        p_idx, t_idx = p_idx[same], t_idx[same]
+    inter = shapely.area(shapely.intersection(proposals[p_idx], truth[t_idx]))
+    union = shapely.area(proposals)[p_idx] + shapely.area(truth)[t_idx] - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    rank = np.empty(n_prop, dtype=np.int64)
+    rank[np.argsort(-np.asarray(confidence, dtype=float), kind="stable")] = np.arange(n_prop)
+    # visiting order: proposal rank, then its candidates by IoU (lowest truth index on ties)
+    order = np.lexsort((t_idx, -iou, rank[p_idx]))
+    taken = np.zeros(len(truth), dtype=bool)
+    decided = np.zeros(n_prop, dtype=bool)
+    for p, t, value in zip(
+        p_idx[order].tolist(), t_idx[order].tolist(), iou[order].tolist(), strict=True
+    ):
+        if decided[p] or taken[t]:
+            continue
+        decided[p] = True
+        best_iou[p] = value
+        if value > iou_threshold:
+            matched[p] = t
+            taken[t] = True
+    return matched, best_iou
+
+
+@dataclass
+class ScoreResult:
+    """What :func:`score` found: counts per image / AOI / overall, and the classified polygons.
+
+    ``proposals`` has columns image_id, confidence, iou, truth_index, status ("tp"/"fp");
+    ``truth`` has image_id, status ("tp"/"fn"); both in ``crs`` (the truth file's CRS, or None
+    for pixel coordinates).
+    """
+
+    per_image: pd.DataFrame
+    per_aoi: pd.DataFrame
+    total: dict
+    proposals: gpd.GeoDataFrame = field(repr=False)
+    truth: gpd.GeoDataFrame = field(repr=False)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able summary (total, per AOI, per image)."""
+        return {
+            "total": self.total,
+            "per_aoi": self.per_aoi.to_dict(orient="records"),
+            "per_image": self.per_image.to_dict(orient="records"),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def write_layers(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write TP / FP / FN polygons as layers "tp", "fp", "fn" of one GeoPackage (for QGIS)."""
+        layers = {
+            "tp": self.proposals[self.proposals["status"] == "tp"],
+            "fp": self.proposals[self.proposals["status"] == "fp"],
+            "fn": self.truth[self.truth["status"] == "fn"],
+        }
+        with atomic_output(path, overwrite=overwrite, param="--layers") as tmp:
+            for name, frame in layers.items():
+                with warnings.catch_warnings():
+                    # pixel-coordinate (CSV) results have no CRS, and that is expected
+                    warnings.filterwarnings("ignore", message="'crs' was not provided")
+                    frame.drop(columns="status").to_file(
+                        tmp,
+                        layer=name,
+                        driver="GPKG",
+                        promote_to_multi=True,
+                        geometry_type="MultiPolygon",
+                    )
+        return Path(path)
+
+
+def _metric_crs(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame):
+    """Reproject both sides into one CRS in metres, where IoU and m² areas mean something."""
+    if pred.crs is None or truth.crs is None:
+        if pred.crs is None and truth.crs is None:
+            log.warning("neither file has a CRS; areas are in the files' own units")
+            return pred, truth
+        missing = "PRED" if pred.crs is None else "TRUTH"
+        raise BadInput("file has no CRS while the other has one; set its CRS", param=missing)
+    crs = truth.crs
+    if not crs.is_projected or crs.axis_info[0].unit_name not in ("metre", "meter"):
+        valid = truth[~truth.is_empty]
+        crs = (valid if len(valid) else pred[~pred.is_empty]).estimate_utm_crs()
+        log.info("scoring in %s (metric)", crs.to_string())
+    return pred.to_crs(crs), truth.to_crs(crs)
+
+
+def _repair(geoms: np.ndarray, what: str) -> np.ndarray:
+    bad = ~shapely.is_valid(geoms) & ~shapely.is_empty(geoms)
+    if bad.any():
+        log.info("repairing %d invalid %s polygons with buffer(0)", int(bad.sum()), what)
+        geoms = geoms.copy()
+        geoms[bad] = shapely.buffer(geoms[bad], 0)
+    return geoms
+
+
+def score(
+    pred: str | Path,
+    truth: str | Path,
+    *,
+    iou_threshold: float = 0.5,
+    min_area: float = 20.0,
+    pred_filter: str | None = None,
+    truth_filter: str | None = None,
+) -> ScoreResult:
+    """SpaceNet building F1 of predicted polygons against ground-truth footprints.
+
+    Args:
+        pred: proposals: SpaceNet CSV, GeoJSON, GeoPackage, FlatGeobuf or GeoParquet.
+        truth: ground truth in the same family (both CSV, or both georeferenced).
+        iou_threshold: a true positive needs IoU strictly above this.
+        min_area: in px² for CSV (pixel coordinates), in m² for georeferenced files.
+        pred_filter, truth_filter: ``COLUMN=VALUE`` to keep only some rows (e.g. ``label=1``).
+
+    Returns:
+        A :class:`ScoreResult`.
+
+    Raises:
+        BadInput: unreadable files, mixing pixel CSV with georeferenced files, a CRS on one
+            side only, or one side with image ids and the other without.
+    """
+    if not 0.0 <= iou_threshold < 1.0:
+        raise BadInput(f"{iou_threshold} is outside [0, 1)", param="--iou")
+    if min_area < 0:
+        raise BadInput(f"{min_area} is negative; use 0 to keep every polygon", param="--min-area")
+    prop = read_polygons(pred, param="PRED", where=pred_filter)
+    true = read_polygons(truth, param="TRUTH", where=truth_filter)
+    pixel = prop.attrs["pixel"]
+    if pixel != true.attrs["pixel"]:
+        raise BadInput(
+            "cannot score a pixel-coordinate CSV against a georeferenced file; "
+            "give both as SpaceNet CSV or both as vector files",
+            param="PRED",
+        )
+    if not pixel:
+        if prop.attrs["has_image_id"] != true.attrs["has_image_id"]:
+            raise BadInput(
+                "only one file has an ImageId column; add it to both or neither", param="PRED"
+            )
+        if not true.attrs["has_image_id"]:
+            prop["image_id"] = true["image_id"].iloc[0] if len(true) else Path(truth).stem
+        out_crs = true.crs
+        prop, true = _metric_crs(prop, true)
+    else:
+        out_crs = None
+
+    images = pd.Index(pd.unique(np.concatenate([true["image_id"], prop["image_id"]])))
+    pg = _repair(prop.geometry.values.to_numpy(), "proposal")
+    tg = _repair(true.geometry.values.to_numpy(), "truth")
+    keep_p = ~shapely.is_empty(pg) & (shapely.area(pg) > min_area)
+    keep_t = ~shapely.is_empty(tg) & (shapely.area(tg) >= min_area)
+    prop = prop[keep_p].reset_index(drop=True).set_geometry(pg[keep_p])
+    true = true[keep_t].reset_index(drop=True).set_geometry(tg[keep_t])
+    p_code = images.get_indexer(prop["image_id"])
+    t_code = images.get_indexer(true["image_id"])
+
+    matched, best = match_greedy(
+        prop.geometry.values.to_numpy(),
+        prop["confidence"].to_numpy(dtype=float),
+        true.geometry.values.to_numpy(),
+        iou_threshold=iou_threshold,
+        prop_group=p_code,
+        truth_group=t_code,
+    )
+    n = len(images)
+    tp = np.bincount(p_code[matched >= 0], minlength=n)
+    fp = np.bincount(p_code, minlength=n) - tp
+    fn = np.bincount(t_code, minlength=n) - tp
+    per_image = _table(
+        pd.DataFrame(
+            {"image_id": images, "aoi": [aoi_name(i) for i in images], "tp": tp, "fp": fp, "fn": fn}
+        )
+    )
+    per_aoi = _table(per_image.groupby("aoi", sort=True)[["tp", "fp", "fn"]].sum().reset_index())
+    t_all, f_all, n_all = int(tp.sum()), int(fp.sum()), int(fn.sum())
+    precision, recall, f1 = prf(t_all, f_all, n_all)
+    total = {
+        "tp": t_all,
+        "fp": f_all,
+        "fn": n_all,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "images": n,
+        "iou_threshold": iou_threshold,
+        "min_area": min_area,
+        "area_unit": "px2" if pixel else "m2",
+    }
+
+    prop["iou"] = best
+    prop["truth_index"] = matched
+    prop["status"] = np.where(matched >= 0, "tp", "fp")
+    true["status"] = "fn"
+    true.loc[matched[matched >= 0], "status"] = "tp"
+    if out_crs is not None:
+        prop, true = prop.to_crs(out_crs), true.to_crs(out_crs)
+    return ScoreResult(per_image, per_aoi, total, prop, true)
+
+
+def _table(counts: pd.DataFrame) -> pd.DataFrame:
+    rows = [
+        prf(int(a), int(b), int(c)) for a, b, c in zip(counts.tp, counts.fp, counts.fn, strict=True)
+    ]
+    counts[["precision", "recall", "f1"]] = pd.DataFrame(rows, index=counts.index)
+    for col in ("tp", "fp", "fn"):
+        counts[col] = counts[col].astype(int)
+    return counts
