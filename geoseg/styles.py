@@ -1,0 +1,168 @@
+"""QGIS layer styles (``.qml``) written next to every raster and vector output.
+
+QGIS loads ``<name>.qml`` automatically when it opens ``<name>.tif`` / ``<name>.gpkg``, so a
+user drags an output into QGIS and sees it styled. Raster styles use the same palette as the
+COG's embedded colour table (``geoseg.raster.colour_table``), so both views agree. The XML
+follows what QGIS 3.22 itself saves (``saveNamedStyle``), keeping only the elements that carry
+meaning; QGIS fills the rest with its defaults.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import rasterio
+
+from geoseg.paths import atomic_output
+from geoseg.raster import colour_table
+
+#: version written into styles; QGIS 3.x reads styles from any 3.x release
+QGIS_VERSION = "3.22.0"
+
+#: building outline colour (RGBA), chosen to stand out on imagery and on the cluster palette
+OUTLINE_RGBA = (255, 0, 170, 255)
+#: stroke width of polygon outlines, in millimetres
+OUTLINE_WIDTH_MM = 0.6
+#: fill alpha (0-255) when polygons are filled rather than outlined
+FILL_ALPHA = 70
+
+
+def write_raster_style(
+    tif_path: str | Path,
+    classes: int | Iterable[int],
+    class_names: Mapping[int, str] | None = None,
+    *,
+    nodata: float | None = None,
+) -> Path:
+    """Write ``<tif stem>.qml``: a paletted renderer whose colours equal the COG colour table.
+
+    Args:
+        tif_path: the class/cluster raster the style belongs to.
+        classes: number of classes ``n`` (values ``0..n-1``) or the explicit values.
+        class_names: legend label per value (default: the value).
+        nodata: value drawn transparent; default the raster's own nodata when it can be read.
+
+    Returns:
+        Path of the written ``.qml``.
+    """
+    tif_path = Path(tif_path)
+    values = list(range(classes)) if isinstance(classes, int) else sorted({int(v) for v in classes})
+    if nodata is None:
+        nodata = _raster_nodata(tif_path)
+    names = class_names or {}
+    palette = colour_table(max(values) + 1 if values else 0)
+
+    root = _root()
+    pipe = ET.SubElement(root, "pipe")
+    renderer = ET.SubElement(
+        pipe,
+        "rasterrenderer",
+        type="paletted",
+        band="1",
+        opacity="1",
+        alphaBand="-1",
+        nodataColor="",
+    )
+    if nodata is not None:
+        transparency = ET.SubElement(renderer, "rasterTransparency")
+        pixels = ET.SubElement(transparency, "singleValuePixelList")
+        ET.SubElement(
+            pixels, "pixelListEntry", min=_num(nodata), max=_num(nodata), percentTransparent="100"
+        )
+    entries = ET.SubElement(renderer, "colorPalette")
+    for value in values:
+        if nodata is not None and value == nodata:
+            continue
+        r, g, b, a = palette[value]
+        ET.SubElement(
+            entries,
+            "paletteEntry",
+            value=str(value),
+            color=f"#{r:02x}{g:02x}{b:02x}",
+            alpha=str(a),
+            label=str(names.get(value, value)),
+        )
+    ET.SubElement(pipe, "brightnesscontrast", brightness="0", contrast="0", gamma="1")
+    ET.SubElement(pipe, "rasterresampler", maxOversampling="2")
+    ET.SubElement(root, "blendMode").text = "0"
+    return _write(root, tif_path.with_suffix(".qml"))
+
+
+def write_vector_style(vector_path: str | Path, *, outline_only: bool = True) -> Path:
+    """Write ``<stem>.qml`` for a polygon layer: coloured 0.6 mm outlines.
+
+    Args:
+        vector_path: the GeoPackage / GeoJSON / FlatGeobuf the style belongs to.
+        outline_only: no fill (footprints over imagery) instead of a semi-transparent fill.
+
+    Returns:
+        Path of the written ``.qml``.
+    """
+    r, g, b, _ = OUTLINE_RGBA
+    props = {
+        "color": "0,0,0,0" if outline_only else f"{r},{g},{b},{FILL_ALPHA}",
+        "style": "no" if outline_only else "solid",
+        "outline_color": ",".join(map(str, OUTLINE_RGBA)),
+        "outline_style": "solid",
+        "outline_width": str(OUTLINE_WIDTH_MM),
+        "outline_width_unit": "MM",
+        "joinstyle": "miter",
+    }
+    root = _root()
+    renderer = ET.SubElement(
+        root,
+        "renderer-v2",
+        type="singleSymbol",
+        symbollevels="0",
+        enableorderby="0",
+        forceraster="0",
+        referencescale="-1",
+    )
+    symbols = ET.SubElement(renderer, "symbols")
+    symbol = ET.SubElement(
+        symbols, "symbol", name="0", type="fill", alpha="1", clip_to_extent="1", force_rhr="0"
+    )
+    attrs = {"class": "SimpleFill", "enabled": "1", "locked": "0", "pass": "0"}
+    layer = ET.SubElement(symbol, "layer", attrs)
+    options = ET.SubElement(layer, "Option", type="Map")
+    for key, value in props.items():
+        ET.SubElement(options, "Option", name=key, value=value, type="QString")
+    # the older <prop> form too, as QGIS 3.22 itself writes both
+    for key, value in props.items():
+        ET.SubElement(layer, "prop", k=key, v=value)
+    ET.SubElement(renderer, "rotation")
+    ET.SubElement(renderer, "sizescale")
+    ET.SubElement(root, "blendMode").text = "0"
+    ET.SubElement(root, "featureBlendMode").text = "0"
+    ET.SubElement(root, "layerGeometryType").text = "2"  # polygon
+    return _write(root, Path(vector_path).with_suffix(".qml"))
+
+
+def _root() -> ET.Element:
+    return ET.Element("qgis", version=QGIS_VERSION, styleCategories="Symbology")
+
+
+def _write(root: ET.Element, path: Path) -> Path:
+    """Write the style atomically; a style follows its data file, so it is always replaced."""
+    ET.indent(root)
+    text = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(
+        root, encoding="unicode"
+    )
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
+    return path
+
+
+def _raster_nodata(path: Path) -> float | None:
+    """The raster's nodata value, or None when it has none or cannot be read yet."""
+    try:
+        with rasterio.open(path) as src:
+            return src.nodata
+    except rasterio.RasterioIOError:  # a style may be written before its raster
+        return None
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

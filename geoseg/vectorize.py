@@ -1,0 +1,483 @@
+"""Class rasters to polygons, block by block, merged across block borders.
+
+A scene is polygonised one block at a time so memory follows the block size, not the scene.
+Polygons are traced in *global pixel coordinates* (integers, exact in floating point), so a
+polygon cut by a block border has bit-identical edges on both sides and the pieces can be
+unioned exactly; only finished polygons are mapped to the raster CRS. Pieces are merged when
+they share an edge of positive length, never a single corner, which is the 4-connectivity
+that ``rasterio.features.shapes`` uses inside a block: the blockwise result equals
+polygonising the whole raster at once.
+
+Areas and tolerances are in metres whatever the CRS: geographic rasters (SpaceNet is
+EPSG:4326) are measured and simplified in the UTM zone of the raster centre, then mapped back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.windows import Window
+
+from geoseg.errors import BadInput
+from geoseg.paths import atomic_output, check_input, check_output
+
+if TYPE_CHECKING:
+    import geopandas
+
+log = logging.getLogger(__name__)
+
+#: attribute columns of every vector output, in order (docs/contracts.md "Vector outputs")
+COLUMNS = ("class", "cluster", "area_m2", "score")
+
+#: output extension → OGR driver ("parquet" is written by geopandas, not OGR)
+FORMATS = {
+    ".gpkg": "GPKG",
+    ".geojson": "GeoJSON",
+    ".json": "GeoJSON",
+    ".fgb": "FlatGeobuf",
+    ".parquet": "parquet",
+}
+
+#: a polygon is replaced by its minimum rotated rectangle when they overlap at least this much
+REGULARIZE_MIN_IOU = 0.85
+
+
+@dataclass
+class _Pieces:
+    """Polygons in global pixel coordinates with what is needed to finish them."""
+
+    geoms: np.ndarray = field(default_factory=lambda: np.empty(0, object))
+    values: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    counts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    prob_sums: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+
+    def take(self, index: np.ndarray) -> _Pieces:
+        return _Pieces(
+            self.geoms[index], self.values[index], self.counts[index], self.prob_sums[index]
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[_Pieces]) -> _Pieces:
+        if not parts:
+            return _Pieces()
+        return _Pieces(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
+
+
+_FIELDS = ("geoms", "values", "counts", "prob_sums")
+
+
+@dataclass(frozen=True)
+class _Options:
+    """Everything a block task needs, picklable so blocks can run on a dask cluster."""
+
+    raster: str
+    probabilities: str | None
+    values: tuple[int, ...] | None
+    transform: Affine
+    crs_wkt: str | None
+    metric_crs: str | None  # a UTM zone for geographic rasters, else None
+    unit_factor: float  # metres per CRS unit for projected rasters
+    min_area: float
+    simplify: float
+    fill_holes: bool | float
+    regularize: bool
+    size: tuple[int, int]  # height, width
+
+
+def vectorize(
+    raster: str | Path,
+    output: str | Path | None = None,
+    *,
+    classes: Mapping[str, int] | Sequence[int] | None = None,
+    class_names: Mapping[int, str] | None = None,
+    probabilities: str | Path | None = None,
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+    fill_holes: bool | float = False,
+    regularize: bool = False,
+    block_size: int = 1024,
+    overwrite: bool = False,
+    scheduler: str | None = None,
+) -> geopandas.GeoDataFrame:
+    """Polygonise a class raster block by block; the result equals a whole-raster polygonisation.
+
+    Args:
+        raster: single-band integer class raster (e.g. predict's ``*_clusters.tif``).
+        output: vector file to write (``.gpkg``, ``.geojson``/``.json``, ``.fgb``, ``.parquet``),
+            with a ``.qml`` style beside it; ``None`` only returns the polygons.
+        classes: values to polygonise, as a list or a ``{name: value}`` dict; default every
+            valid value. Nodata is never polygonised.
+        class_names: ``{value: name}`` for the ``class`` column (default: the value as text).
+        probabilities: raster on the same grid whose mean inside a polygon is its ``score``:
+            one band (used for every class) or one band per cluster (band ``value + 1``).
+        min_area: drop polygons whose traced area is below this many m².
+        simplify: Douglas-Peucker tolerance in metres (topology preserving).
+        fill_holes: ``True`` fills every hole; a number fills holes smaller than that many m².
+        regularize: replace a polygon by its minimum rotated rectangle when their IoU exceeds
+            ``REGULARIZE_MIN_IOU`` (right-angled building footprints).
+        block_size: edge of the square blocks read at once; memory scales with its square.
+        overwrite: replace an existing ``output``.
+        scheduler: dask scheduler for the blocks (see ``geoseg.progress.run_tasks``).
+
+    Returns:
+        GeoDataFrame in the raster CRS with columns ``class``, ``cluster``, ``area_m2``,
+        ``score`` (NaN without probabilities) and ``geometry``.
+
+    Raises:
+        BadInput: missing/unsuitable raster or probabilities, negative sizes, an unknown output
+            extension, or an existing output without ``overwrite``.
+    """
+    import dask
+
+    from geoseg.progress import run_tasks
+
+    if output is not None:
+        output_format(output)
+        check_output(output, overwrite=overwrite)
+    if min_area < 0 or simplify < 0 or (fill_holes is not True and float(fill_holes) < 0):
+        raise BadInput("sizes must be >= 0 (m² or m)", param="--min-area/--simplify/--max-hole")
+    if block_size < 1:
+        raise BadInput(
+            f"block size {block_size} must be a positive number of pixels", param="--block-size"
+        )
+    values, names = _resolve_classes(classes, class_names)
+    opts = _options(raster, probabilities, values, min_area, simplify, fill_holes, regularize)
+
+    height, width = opts.size
+    windows = [
+        Window(col, row, min(block_size, width - col), min(block_size, height - row))
+        for row in range(0, height, block_size)
+        for col in range(0, width, block_size)
+    ]
+    tasks = [dask.delayed(_block)(opts, w) for w in windows]
+    results = run_tasks(tasks, scheduler=scheduler, desc="vectorize")
+    finished = [done for done, _ in results]
+    border = _merge(_Pieces.concat([edge for _, edge in results]))
+    finished.append(_finish(border, opts))
+    gdf = _to_frame(finished, names, opts)
+    log.info("%d polygons from %d blocks of %s", len(gdf), len(windows), raster)
+    if output is not None:
+        write_polygons(gdf, output, overwrite=overwrite)
+    return gdf
+
+
+def output_format(path: str | Path, *, param: str = "--output") -> str:
+    """The driver for a vector output path, or BadInput naming the supported extensions."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        known = ", ".join(FORMATS)
+        raise BadInput(
+            f"unknown vector format {suffix or '(none)'!r}; use one of {known}", param=param
+        )
+    return FORMATS[suffix]
+
+
+def write_polygons(
+    gdf: geopandas.GeoDataFrame,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    param: str = "--output",
+) -> Path:
+    """Write polygons by extension (atomically) and a ``.qml`` style beside them.
+
+    An empty frame still becomes a valid layer with the columns and CRS, so downstream tools
+    (score, QGIS) see "no buildings" rather than a missing file.
+    """
+    from geoseg.styles import write_vector_style
+
+    path = Path(path)
+    driver = output_format(path, param=param)
+    if driver == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise BadInput(
+                "GeoParquet needs pyarrow; install it or write .gpkg", param=param
+            ) from None
+    with atomic_output(path, overwrite=overwrite, param=param) as tmp:
+        if driver == "parquet":
+            gdf.to_parquet(tmp)
+        else:
+            import pyogrio
+
+            layer = path.stem if driver == "GPKG" else None
+            pyogrio.write_dataframe(gdf, tmp, driver=driver, layer=layer, geometry_type="Polygon")
+    write_vector_style(path)
+    return path
+
+
+def _resolve_classes(
+    classes: Mapping[str, int] | Sequence[int] | None, class_names: Mapping[int, str] | None
+) -> tuple[tuple[int, ...] | None, dict[int, str]]:
+    names = {int(v): str(n) for v, n in (class_names or {}).items()}
+    if classes is None:
+        return None, names
+    if isinstance(classes, Mapping):
+        pairs = [(str(n), v) for n, v in classes.items()]
+    else:
+        pairs = [(None, v) for v in classes]
+    values = []
+    for name, value in pairs:
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            raise BadInput(
+                f"class value {value!r} is not an integer (e.g. --class building=1)",
+                param="--class",
+            ) from None
+        values.append(value)
+        if name is not None:
+            names[value] = name
+    if not values:
+        raise BadInput("no class values given; pass e.g. --class building=1", param="--class")
+    return tuple(values), names
+
+
+def _options(raster, probabilities, values, min_area, simplify, fill_holes, regularize) -> _Options:
+    check_input(raster, param="INPUT")
+    try:
+        src = rasterio.open(raster)
+    except rasterio.RasterioIOError:
+        raise BadInput(
+            f"{raster} is not a raster GDAL can read; pass a class GeoTIFF", param="INPUT"
+        ) from None
+    with src:
+        if src.count != 1 or not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
+            raise BadInput(
+                f"{raster} has {src.count} band(s) of {src.dtypes[0]}; pass a single-band integer "
+                "class raster (e.g. predict's *_clusters.tif)",
+                param="INPUT",
+            )
+        size, transform, crs = (src.height, src.width), src.transform, src.crs
+        metric_crs, factor = _metric_crs(src)
+    if probabilities is not None:
+        check_input(probabilities, param="--probabilities")
+        with rasterio.open(probabilities) as prob:
+            if (prob.height, prob.width) != size:
+                raise BadInput(
+                    f"{probabilities} is {prob.width}x{prob.height} pixels but the class raster is "
+                    f"{size[1]}x{size[0]}; pass the probabilities written with it",
+                    param="--probabilities",
+                )
+    return _Options(
+        raster=str(raster),
+        probabilities=None if probabilities is None else str(probabilities),
+        values=values,
+        transform=transform,
+        crs_wkt=crs.to_wkt() if crs else None,
+        metric_crs=metric_crs,
+        unit_factor=factor,
+        min_area=float(min_area),
+        simplify=float(simplify),
+        fill_holes=fill_holes if isinstance(fill_holes, bool) else float(fill_holes),
+        regularize=bool(regularize),
+        size=size,
+    )
+
+
+def _metric_crs(src: rasterio.DatasetReader) -> tuple[str | None, float]:
+    """``(UTM CRS for geographic rasters else None, metres per CRS unit)``."""
+    if src.crs is None:
+        log.warning("%s has no CRS; areas and tolerances are taken in pixel-grid units", src.name)
+        return None, 1.0
+    if src.crs.is_geographic:
+        from rasterio.warp import transform_bounds
+
+        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        lon, lat = (west + east) / 2, (south + north) / 2
+        zone = min(60, int((lon + 180) // 6) + 1)
+        return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}", 1.0
+    return None, float(src.crs.linear_units_factor[1])
+
+
+def _block(opts: _Options, window: Window) -> tuple[dict[str, np.ndarray], _Pieces]:
+    """Polygonise one block: finished interior polygons, and raw pieces touching inner borders."""
+    pieces = _trace(opts, window)
+    if not len(pieces.geoms):
+        return _finish(pieces, opts), pieces
+    x0, y0, x1, y1 = shapely.bounds(pieces.geoms).T
+    height, width = opts.size
+    col0, row0 = window.col_off, window.row_off
+    col1, row1 = col0 + window.width, row0 + window.height
+    on_border = (
+        ((x0 == col0) & (col0 > 0))
+        | ((y0 == row0) & (row0 > 0))
+        | ((x1 == col1) & (col1 < width))
+        | ((y1 == row1) & (row1 < height))
+    )
+    return _finish(pieces.take(~on_border), opts), pieces.take(on_border)
+
+
+def _trace(opts: _Options, window: Window) -> _Pieces:
+    """Label each class's 4-connected components and trace them in global pixel coordinates."""
+    from rasterio.features import shapes
+    from scipy import ndimage
+
+    with rasterio.open(opts.raster) as src:
+        data = src.read(1, window=window)
+        valid = src.read_masks(1, window=window) > 0
+    if opts.values is not None:
+        valid &= np.isin(data, opts.values)
+    present = np.unique(data[valid])
+    labels = np.zeros(data.shape, np.int32)
+    label_value = [0]
+    for value in present:
+        comp, n = ndimage.label(valid & (data == value))
+        labels[comp > 0] = comp[comp > 0] + (len(label_value) - 1)
+        label_value.extend([int(value)] * n)
+    if len(label_value) == 1:
+        return _Pieces()
+    counts = np.bincount(labels.ravel(), minlength=len(label_value))
+    prob_sums = _probability_sums(opts, window, labels, np.asarray(label_value), present)
+    offset = Affine.translation(window.col_off, window.row_off)
+    traced = [
+        (shapely.geometry.shape(g), int(lab))
+        for g, lab in shapes(labels, mask=labels > 0, transform=offset)
+    ]
+    geoms = np.array([g for g, _ in traced], dtype=object)
+    index = np.array([lab for _, lab in traced], np.int64)
+    values = np.asarray(label_value, np.int64)[index]
+    return _Pieces(geoms, values, counts[index], prob_sums[index])
+
+
+def _probability_sums(opts, window, labels, label_value, present) -> np.ndarray:
+    """Sum of the class probability over each labelled component (NaN without probabilities)."""
+    if opts.probabilities is None:
+        return np.full(len(label_value), np.nan)
+    sums = np.zeros(len(label_value))
+    with rasterio.open(opts.probabilities) as prob:
+        for value in present:
+            band = 1 if prob.count == 1 else int(value) + 1
+            if band > prob.count:
+                raise BadInput(
+                    f"no band {band} for class {value} in the {prob.count}-band probabilities",
+                    param="--probabilities",
+                )
+            p = prob.read(band, window=window).astype(np.float64)
+            mine = label_value[labels] == value
+            sums += np.bincount(labels[mine], weights=p[mine], minlength=len(label_value))
+    return sums
+
+
+def _merge(pieces: _Pieces) -> _Pieces:
+    """Union border pieces of one class that share an edge, by connected component."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(pieces.geoms)
+    if n == 0:
+        return pieces
+    left, right = shapely.STRtree(pieces.geoms).query(pieces.geoms, predicate="touches")
+    pair = (left < right) & (pieces.values[left] == pieces.values[right])
+    left, right = left[pair], right[pair]
+    # boundary ∩ boundary of dimension 1: a shared edge; a shared corner alone does not connect
+    edge = shapely.relate_pattern(pieces.geoms[left], pieces.geoms[right], "****1****")
+    graph = coo_matrix((np.ones(edge.sum()), (left[edge], right[edge])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    order = np.argsort(component, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(component[order])) + 1)
+    # simplify(0) drops the collinear vertices that block borders leave on straight edges
+    geoms = [
+        g[0] if len(g) == 1 else shapely.simplify(shapely.union_all(g), 0)
+        for g in (pieces.geoms[i] for i in groups)
+    ]
+    return _Pieces(
+        np.array(geoms, dtype=object),
+        np.array([pieces.values[i[0]] for i in groups], np.int64),
+        np.array([pieces.counts[i].sum() for i in groups], np.int64),
+        np.array([pieces.prob_sums[i].sum() for i in groups], np.float64),
+    )
+
+
+def _finish(pieces: _Pieces, opts: _Options) -> dict[str, np.ndarray]:
+    """Map pixel polygons to the CRS, filter/clean them in metres, and measure them."""
+    a, b, c, d, e, f = opts.transform[:6]
+    world = shapely.transform(pieces.geoms, lambda xy: xy @ np.array([[a, d], [b, e]]) + (c, f))
+    metric = _reproject(world, opts, to_metric=True)
+    keep = shapely.area(metric) >= opts.min_area
+    world, metric, kept = world[keep], metric[keep], pieces.take(keep)
+    changed = False
+    if opts.fill_holes is not False:
+        metric, changed = _fill_holes(metric, opts.fill_holes), True
+    if opts.regularize:
+        metric, changed = _regularize(metric), True
+    if opts.simplify > 0:
+        metric, changed = shapely.simplify(metric, opts.simplify, preserve_topology=True), True
+    if changed:
+        world = _reproject(metric, opts, to_metric=False)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = kept.prob_sums / kept.counts
+    return {
+        "geometry": world,
+        "cluster": kept.values,
+        "area_m2": shapely.area(metric),
+        "score": score,
+    }
+
+
+def _reproject(geoms: np.ndarray, opts: _Options, *, to_metric: bool) -> np.ndarray:
+    """Geometries from the raster CRS to metres (or back).
+
+    The pyproj transformer is built per call: transformers must not be shared between the
+    threads that run blocks, and building one costs far less than a block.
+    """
+    if opts.metric_crs is not None:
+        from pyproj import Transformer
+
+        crs = (opts.crs_wkt, opts.metric_crs) if to_metric else (opts.metric_crs, opts.crs_wkt)
+        t = Transformer.from_crs(*crs, always_xy=True)
+        return shapely.transform(geoms, lambda xy: np.column_stack(t.transform(*xy.T)))
+    k = opts.unit_factor if to_metric else 1 / opts.unit_factor
+    return geoms if k == 1.0 else shapely.transform(geoms, lambda xy: xy * k)
+
+
+def _fill_holes(geoms: np.ndarray, max_area: bool | float) -> np.ndarray:
+    """Drop every hole (``True``) or the holes smaller than ``max_area`` m²."""
+    out = geoms.copy()
+    for i in np.flatnonzero(shapely.get_num_interior_rings(geoms) > 0):
+        poly = geoms[i]
+        holes = (
+            []
+            if max_area is True
+            else [r for r in poly.interiors if shapely.Polygon(r).area >= max_area]
+        )
+        out[i] = shapely.Polygon(poly.exterior, holes)
+    return out
+
+
+def _regularize(geoms: np.ndarray) -> np.ndarray:
+    """Square off building-like polygons: the minimum rotated rectangle when it fits well.
+
+    The rectangle contains the polygon, so their IoU is simply the area ratio.
+    """
+    if not len(geoms):
+        return geoms
+    rect = shapely.oriented_envelope(geoms)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = shapely.area(geoms) / shapely.area(rect)
+    return np.where(iou > REGULARIZE_MIN_IOU, rect, geoms)
+
+
+def _to_frame(parts: list[dict[str, np.ndarray]], names: dict[int, str], opts: _Options) -> Any:
+    import geopandas as gpd
+    import pandas as pd
+
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    cluster = merged["cluster"].astype(np.int64)
+    columns = {
+        "class": pd.Series([names.get(int(v), str(int(v))) for v in cluster], dtype=object),
+        "cluster": pd.Series(cluster, dtype="int64"),
+        "area_m2": pd.Series(merged["area_m2"], dtype="float64"),
+        "score": pd.Series(merged["score"], dtype="float64"),
+    }
+    geometry = gpd.GeoSeries(merged["geometry"], crs=opts.crs_wkt)
+    return gpd.GeoDataFrame(columns, geometry=geometry, crs=opts.crs_wkt)
