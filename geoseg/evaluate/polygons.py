@@ -144,7 +144,7 @@ def read_polygons(path: str | Path, *, param: str, where: str | None = None) -> 
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    parsed = parse_filter(where, param=f"{param.lower()} filter")
+    parsed = parse_filter(where, param=f"--{param.lower()}-filter")
     if suffix == ".csv":
         frame = read_spacenet_csv(path, param=param)
         frame = _apply_filter(frame, parsed, path, param) if parsed else frame
