@@ -209,12 +209,20 @@ class AugmentConfig:
         jitter: strength of brightness/contrast/saturation jitter on the optical bands (IR
             bands are never jittered, see DESIGN.md).
         noise: std of additive Gaussian noise, in normalised units.
+        affine: add a small random rotation/zoom/shift (inverted by resampling).
+        max_angle: largest affine rotation in degrees.
+        scale_range: (lo, hi) affine zoom factors.
+        translate: largest affine shift, as a fraction of the half-width.
     """
 
     flip: bool = True
     rotate: bool = True
     jitter: float = 0.1
     noise: float = 0.0
+    affine: bool = False
+    max_angle: float = 10.0
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    translate: float = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,6 +263,7 @@ class BaselineConfig:
         texture: add local mean/std (box filter) of each band as k-means features.
         texture_window: box filter size in pixels for the texture features.
         mu: Kanezaki's spatial-continuity weight μ.
+        lr: Kanezaki's SGD learning rate (the paper's 0.1; ``optim`` is for IIC/AC).
         width: Kanezaki feature channels (also its upper bound on clusters).
         layers: Kanezaki 3×3 conv layers.
     """
@@ -263,6 +272,7 @@ class BaselineConfig:
     texture: bool = False
     texture_window: int = 5
     mu: float = 5.0
+    lr: float = 0.1
     width: int = 32
     layers: int = 2
 

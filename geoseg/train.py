@@ -1,0 +1,464 @@
+"""``geoseg train``: fit IIC / AC networks (or a classical baseline) on a tile store.
+
+The loop reads top to bottom, nanoGPT style: schedule → periodic eval + checkpoint →
+forward/backward → step → log. Every source of randomness is explicit: the batch of step ``s``
+(crops and augmentations) comes from a generator seeded with ``(seed, s)``, and the global
+torch/numpy/python RNG states travel in the checkpoint, so ``--resume`` continues exactly where
+an interrupted run stopped.
+
+Run folder layout: ``config.yaml`` (the resolved config), ``last.pt`` (every
+``checkpoint_every`` steps and at the end), ``best.pt`` (lowest evaluation loss, never chosen by
+labels), ``metrics.csv`` and ``quicklook/epoch_XXX.png``. Files are written atomically one by
+one; the folder itself is not a temporary name, because an interrupted run must keep its
+``last.pt`` to be resumable.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from geoseg import __version__
+from geoseg.checkpoint import build_from_spec, load_checkpoint, save_checkpoint
+from geoseg.config import TrainConfig, load_config, to_dict
+from geoseg.errors import BadInput
+from geoseg.paths import atomic_output, check_input, check_output, remove
+from geoseg.progress import progress
+from geoseg.train_data import CropSampler, step_generator
+from geoseg.train_monitor import (
+    MetricsLog,
+    confusion,
+    hungarian_scores,
+    joint_stats,
+    write_quicklook,
+)
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("kmeans", "kanezaki")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; ``cuda`` without a GPU is a usage error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BadInput("CUDA is not available here; use --device cpu or auto", param="--device")
+    return torch.device(device)
+
+
+def rng_state() -> dict[str, Any]:
+    """Global RNG states as tensors and plain types (``weights_only`` loadable)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "state": list(internal), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _open(store: Any):
+    from geoseg.tiles import open_store
+
+    if isinstance(store, (str, Path)):
+        if "://" not in str(store):
+            check_input(store, param="STORE")
+        return open_store(str(store))
+    return store
+
+
+def _config(config: Any, overrides: tuple[str, ...], method: str | None) -> TrainConfig:
+    if isinstance(config, TrainConfig):
+        cfg = load_config(TrainConfig, to_dict(config), overrides)
+    else:
+        cfg = load_config(TrainConfig, config, overrides)
+    if method is not None:
+        cfg = load_config(TrainConfig, to_dict(cfg), (f"method={method}",))
+    return cfg
+
+
+def model_spec(cfg: TrainConfig, in_channels: int) -> dict[str, Any]:
+    """``build_model`` kwargs for this config (what the checkpoint stores under ``model``)."""
+    if cfg.method == "kmeans":
+        b = cfg.baseline
+        model_cfg = {"texture": b.texture, "texture_window": b.texture_window}
+        return {
+            "method": "kmeans",
+            "model_cfg": model_cfg,
+            "in_channels": in_channels,
+            "n_clusters": [cfg.n_clusters],
+        }
+    if cfg.method == "kanezaki":
+        return {
+            "method": "kanezaki",
+            "model_cfg": {"layers": cfg.baseline.layers},
+            "in_channels": in_channels,
+            "n_clusters": [cfg.baseline.width],
+        }
+    heads = [cfg.n_clusters] + ([cfg.n_over_clusters] if cfg.n_over_clusters > 0 else [])
+    return {
+        "method": cfg.method,
+        "model_cfg": dict(cfg.model),
+        "in_channels": in_channels,
+        "n_clusters": heads,
+    }
+
+
+def two_views(
+    model,
+    x: torch.Tensor,
+    valid: torch.Tensor,
+    head: int,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    band_names: list[str],
+):
+    """Softmax outputs of the two views, both in x's frame, and the pixels valid in both.
+
+    IIC: x and g(x); g's geometric part is undone on the second output (g⁻¹), so pixel u of
+    both outputs shows the same ground. AC: two different raster-scan orderings, the second
+    on g(x) when augmentation is on (Ouali et al. use both). All randomness comes from ``rng``.
+    """
+    from geoseg.transforms import optical_bands, sample_transform
+
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    g = sample_transform(gen, cfg.augment, x.shape[0], jitter_bands=optical_bands(band_names))
+    x2 = g.apply(x)
+    if cfg.method == "ac":
+        o1, o2 = (int(o) for o in rng.choice(8, size=2, replace=False))
+        z1 = model(x, ordering=o1)[head]
+        z2 = model(x2, ordering=o2)[head]
+    else:
+        z1 = model(x)[head]
+        z2 = model(x2)[head]
+    z2 = g.invert(z2.float())
+    both = g.valid(valid.cpu()).to(valid.device)
+    return F.softmax(z1.float(), 1), F.softmax(z2, 1), both
+
+
+def mi_loss(p1: torch.Tensor, p2: torch.Tensor, valid: torch.Tensor, cfg: TrainConfig):
+    from geoseg.losses import ac_loss, iic_loss
+
+    fn = ac_loss if cfg.method == "ac" else iic_loss
+    return fn(
+        p1,
+        p2,
+        displacement=cfg.loss.displacement,
+        lamb=cfg.loss.lamb,
+        mask=valid,
+        uncollapsed=cfg.loss.uncollapsed,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model, sampler: CropSampler, cfg: TrainConfig, device: torch.device, step: int
+) -> list[dict[str, Any]]:
+    """Loss, MI, marginal entropy, clusters used (and label scores) per head on fixed crops.
+
+    The crops and augmentations are the same at every evaluation (stream 3 of steps
+    ``0..eval_batches-1``) so the rows of metrics.csv are comparable over time; the global RNGs
+    are not touched, so evaluating never changes the training trajectory.
+    """
+    model.eval()
+    rows = []
+    for head, name in enumerate(model.head_names):
+        losses, mis, ents, used, conf = [], [], [], set(), None
+        for b in range(cfg.schedule.eval_batches):
+            batch = sampler.batch(b, stream=3)
+            x, valid = batch["image"].to(device), batch["valid"].to(device)
+            p1, p2, both = two_views(
+                model, x, valid, head, cfg, step_generator(cfg.seed, b, 2), sampler.store.band_names
+            )
+            losses.append(float(mi_loss(p1, p2, both, cfg)))
+            mi, ent = joint_stats(p1, p2, both)
+            mis.append(mi)
+            ents.append(ent)
+            pred = p1.argmax(1)
+            used.update(torch.unique(pred[valid]).tolist())
+            if batch["label"] is not None:
+                c = confusion(
+                    pred.cpu().numpy(),
+                    batch["label"].numpy(),
+                    p1.shape[1],
+                    int(batch["label"].max()) or 1,
+                )
+                conf = c if conf is None or conf.shape != c.shape else conf + c
+        acc, miou = hungarian_scores(conf) if conf is not None else (float("nan"),) * 2
+        rows.append(
+            {
+                "step": step,
+                "split": "eval",
+                "head": name,
+                "loss": float(np.mean(losses)),
+                "mi": float(np.mean(mis)),
+                "entropy": float(np.mean(ents)),
+                "clusters_used": len(used),
+                "hungarian_acc": acc,
+                "miou": miou,
+            }
+        )
+    model.train()
+    return rows
+
+
+def checkpoint_dict(
+    model, optimizer, cfg: TrainConfig, sampler: CropSampler, step: int, best_loss: float | None
+) -> dict[str, Any]:
+    """The checkpoint of docs/contracts.md for the current state."""
+    store = sampler.store
+    return {
+        "geoseg_version": __version__,
+        "method": cfg.method,
+        "config": to_dict(cfg),
+        "model": model_spec(cfg, len(store.bands)),
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+        "step": step,
+        "epoch": step // max(1, cfg.schedule.steps_per_epoch),
+        "rng_state": rng_state(),
+        "bands": [int(b) for b in store.bands],
+        "band_names": list(store.band_names),
+        "norm": {
+            k: [float(v) for v in np.asarray(store.stats[k])] for k in ("mean", "std", "p2", "p98")
+        },
+        "n_clusters": list(model.n_clusters),
+        "head_names": list(model.head_names),
+        "head": 0,
+        "tile_size": sampler.crop_size,
+        "mapping": None,
+        "best_loss": None if best_loss is None or math.isinf(best_loss) else float(best_loss),
+    }
+
+
+@torch.no_grad()
+def quicklook(model, sampler: CropSampler, tiles: list[int], path: Path, device) -> None:
+    """image RGB | clusters (main head) of a few fixed tiles, one PNG per epoch."""
+    model.eval()
+    data = [sampler.tile(i) for i in tiles]
+    clusters = []
+    for d in data:
+        x = d["image"][None].to(device)
+        m = model.size_multiple
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, (-w) % m, 0, (-h) % m))
+        clusters.append(model(x)[0][0, :, :h, :w].argmax(0).cpu().numpy())
+    path.parent.mkdir(exist_ok=True)
+    write_quicklook(path, data, clusters, band_names=sampler.store.band_names, stats=sampler.stats)
+    model.train()
+
+
+def fit_baseline(
+    model, sampler: CropSampler, cfg: TrainConfig, output: Path, dev: torch.device
+) -> Path:
+    """Fit k-means or the Kanezaki net; both write the same checkpoint as a network."""
+    from geoseg.baselines import fit_kanezaki, sample_features
+
+    metrics = MetricsLog(output / "metrics.csv")
+    if cfg.method == "kmeans":
+        n_tiles = sampler.tiles[:: max(1, sampler.tiles.size // 256)]
+        tiles = ((d["image"], d["valid"]) for d in map(sampler.tile, n_tiles))
+        model.fit(sample_features(model, tiles, cfg.baseline.samples, seed=cfg.seed), seed=cfg.seed)
+        steps = 0
+    else:
+
+        def batches(step: int):
+            b = sampler.batch(step)
+            return b["image"].to(dev), b["valid"].to(dev)
+
+        def on_step(step: int, loss: float, used: int) -> None:
+            if (step + 1) % cfg.schedule.log_every == 0:
+                metrics.write(
+                    step=step + 1, split="train", head="main", loss=loss, clusters_used=used
+                )
+
+        fit_kanezaki(
+            model,
+            batches,
+            steps=cfg.schedule.steps,
+            mu=cfg.baseline.mu,
+            min_clusters=cfg.n_clusters,
+            lr=cfg.baseline.lr,
+            on_step=on_step,
+        )
+        steps = cfg.schedule.steps
+    model.eval()
+    ckpt = checkpoint_dict(model, None, cfg, sampler, steps, None)
+    save_checkpoint(ckpt, output / "last.pt")
+    save_checkpoint(ckpt, output / "best.pt")
+    look = sampler.fixed_tiles(cfg.data.quicklook_tiles)
+    quicklook(model, sampler, look, output / "quicklook" / "epoch_001.png", dev)
+    return output / "best.pt"
+
+
+def train(
+    store: Any,
+    output: str | Path,
+    *,
+    config: str | Path | dict | TrainConfig | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+    method: str | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    overwrite: bool = False,
+) -> Path:
+    """Train (or fit a baseline) on ``store`` into the run folder ``output``.
+
+    Args:
+        store: tile store URL/path or an open :class:`geoseg.tiles.TileStore`.
+        output: run folder; refused if it exists unless ``overwrite`` or ``resume``.
+        config: YAML path, dict or TrainConfig; ``overrides`` (``"optim.lr=0.001"``) go on top.
+        method: overrides ``config.method``.
+        resume: continue from ``output/last.pt`` with the run's saved config (plus overrides,
+            e.g. a larger ``schedule.steps``).
+        device: ``auto`` | ``cpu`` | ``cuda``.
+
+    Returns:
+        the path of ``best.pt``.
+    """
+    output = Path(output)
+    overrides = tuple(overrides)
+    ckpt = None
+    if resume:
+        if not (output / "last.pt").is_file():
+            raise BadInput(
+                f"{output} has no last.pt to resume from; drop --resume", param="--resume"
+            )
+        ckpt = load_checkpoint(output / "last.pt", param="--resume")
+        cfg = _config(ckpt["config"], overrides, method)
+    else:
+        cfg = _config(config, overrides, method)
+        check_output(output, overwrite=overwrite)
+        if output.exists():
+            remove(output)
+        output.mkdir()
+    dev = resolve_device(device)
+    store = _open(store)
+    with atomic_output(output / "config.yaml", overwrite=True) as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+    seed_everything(cfg.seed)
+    model = build_from_spec(model_spec(cfg, len(store.bands))).to(dev)
+    sampler = CropSampler(
+        store,
+        crop_size=cfg.data.crop_size,
+        batch_size=cfg.data.batch_size,
+        min_valid=cfg.data.min_valid,
+        seed=cfg.seed,
+        size_multiple=model.size_multiple,
+    )
+    if cfg.method in BASELINES:
+        return fit_baseline(model, sampler, cfg, output, dev)
+
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+    )
+    amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    step, best_loss, resumed_at = 0, math.inf, None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model_state"])
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        step = resumed_at = int(ckpt["step"])
+        best_loss = ckpt["best_loss"] if ckpt["best_loss"] is not None else math.inf
+        set_rng_state(ckpt["rng_state"])
+        log.info("resuming %s at step %d", output, step)
+    metrics = MetricsLog(output / "metrics.csv", resume_step=step if ckpt else None)
+    look_tiles = sampler.fixed_tiles(cfg.data.quicklook_tiles)
+    sch = cfg.schedule
+    n_heads = len(model.head_names)
+    model.train()
+
+    bar = progress(total=sch.steps, desc=f"train {cfg.method}", unit="step")
+    bar.update(step)
+    while True:
+        # periodic evaluation and checkpoints (also at the very end)
+        last = step >= sch.steps
+        # (a resumed run does not repeat the evaluation its checkpoint step already logged)
+        if last or (step > 0 and step % sch.eval_every == 0 and step != resumed_at):
+            rows = evaluate(model, sampler, cfg, dev, step)
+            for row in rows:
+                metrics.write(**row)
+            if rows[0]["loss"] < best_loss:
+                best_loss = rows[0]["loss"]
+                save_checkpoint(
+                    checkpoint_dict(model, None, cfg, sampler, step, best_loss), output / "best.pt"
+                )
+        if last or (step > 0 and step % sch.checkpoint_every == 0):
+            save_checkpoint(
+                checkpoint_dict(model, optimizer, cfg, sampler, step, best_loss), output / "last.pt"
+            )
+        if last:
+            break
+
+        # forward / backward on one batch; heads alternate (main, over, main, ...)
+        head = step % n_heads
+        batch = sampler.batch(step)
+        if amp and cfg.data.pin_memory:
+            batch = {k: v.pin_memory() for k, v in batch.items() if v is not None}
+        x = batch["image"].to(dev, non_blocking=True)
+        valid = batch["valid"].to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
+            p1, p2, both = two_views(
+                model,
+                x,
+                valid,
+                head,
+                cfg,
+                step_generator(cfg.seed, step, 1),
+                sampler.store.band_names,
+            )
+        loss = mi_loss(p1, p2, both, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+
+        # log
+        bar.update(1)
+        if step % sch.log_every == 0:
+            bar.set_postfix(loss=f"{float(loss):.4f}", head=model.head_names[head])
+            metrics.write(step=step, split="train", head=model.head_names[head], loss=float(loss))
+        if step % sch.steps_per_epoch == 0 or step == sch.steps:
+            epoch = math.ceil(step / sch.steps_per_epoch)
+            quicklook(
+                model, sampler, look_tiles, output / "quicklook" / f"epoch_{epoch:03d}.png", dev
+            )
+    bar.close()
+    return output / "best.pt"
