@@ -8,8 +8,8 @@ import rasterio
 import torch
 
 from geoseg.baselines import KanezakiNet, KMeansSegmenter, build_baseline, fit_kanezaki
-from geoseg.transforms import normalize
 from geoseg.train_monitor import confusion, hungarian_scores
+from geoseg.transforms import normalize
 
 
 @pytest.fixture(scope="module")
