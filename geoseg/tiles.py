@@ -1,0 +1,512 @@
+"""The Zarr tile store: window grid math, writing with dask (resumable), reading.
+
+A store holds every training tile of one or more scenes (layout in docs/contracts.md). It is
+written in two dask passes over batches of windows, so memory is bounded by a batch, never a
+scene: a read-only *scan* that counts valid pixels per window and merges per-band histograms
+(exact statistics without holding a scene), then a *write* pass over the kept windows.
+
+Resume rule: every write batch sets its ``done`` flags last, and the group attribute
+``complete`` turns true only at the end. A local store is written under the hidden name
+``.<name>.partial`` and renamed when complete; rerunning the same command on an interrupted
+run finds that partial store (or an incomplete store at a URL) and writes only the batches
+whose flags are missing. ``overwrite=True`` always starts from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg import __version__
+from geoseg.errors import BadInput, OutputExists
+from geoseg.layouts import LabelReader, Scene, find_scenes, label_classes
+from geoseg.paths import check_output, remove
+from geoseg.raster import band_names, open_raster, read_window, resolve_bands
+
+log = logging.getLogger(__name__)
+
+BATCH = 16  # windows per dask task: enough work per task, small enough to bound memory
+
+
+def tile_windows(height: int, width: int, tile_size: int, overlap: int) -> list[tuple[int, int]]:
+    """Top-left (row, col) of every tile covering a ``height`` × ``width`` raster.
+
+    The stride is ``tile_size - overlap``; the last row/column of tiles is snapped to the
+    raster edge so every pixel is covered without padding, and a raster smaller than a tile
+    gives one tile at (0, 0) that is padded when read.
+
+    Raises:
+        BadInput: ``overlap`` not smaller than ``tile_size`` (``--overlap``).
+    """
+    if tile_size < 1 or not 0 <= overlap < tile_size:
+        raise BadInput(
+            f"overlap {overlap} must be >= 0 and smaller than the tile size {tile_size}",
+            param="--overlap",
+        )
+    rows = _starts(height, tile_size, tile_size - overlap)
+    cols = _starts(width, tile_size, tile_size - overlap)
+    return [(r, c) for r in rows for c in cols]
+
+
+def _starts(n: int, size: int, stride: int) -> list[int]:
+    if n <= size:
+        return [0]
+    return [*range(0, n - size, stride), n - size]
+
+
+def _owned(starts: list[int], start: int, n: int) -> tuple[int, int]:
+    """The part [a, b) of the tile at ``start`` that no earlier tile counts (stats count once)."""
+    i = starts.index(start)
+    return start, (starts[i + 1] if i + 1 < len(starts) else n)
+
+
+# --- sources --------------------------------------------------------------------------------
+
+
+class _SceneReader:
+    """An open scene: one raster, or a stack of single-band rasters read window by window."""
+
+    def __init__(self, scene: Scene):
+        self.datasets = [open_raster(p) for p in scene.images]
+        first = self.datasets[0]
+        for ds in self.datasets[1:]:
+            if (ds.width, ds.height, ds.transform, ds.crs) != (
+                first.width, first.height, first.transform, first.crs,
+            ):  # fmt: skip
+                raise BadInput(
+                    f"{ds.name} is not on the grid of {first.name}; a band stack needs one grid",
+                    param="INPUT",
+                )
+        # (dataset, band index) of every band of the scene, in order
+        self.band_map = [(ds, i) for ds in self.datasets for i in range(1, ds.count + 1)]
+        self.descriptions = scene.descriptions or tuple(
+            d for ds in self.datasets for d in ds.descriptions
+        )
+        self.src = first
+
+    def read(self, window, bands: Sequence[int], nodata: Any) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.datasets) == 1:
+            return read_window(self.src, window, bands, nodata)
+        parts = [
+            read_window(ds, window, [i], nodata) for ds, i in (self.band_map[b - 1] for b in bands)
+        ]
+        data = np.concatenate([p[0] for p in parts])
+        # all-bands nodata semantics: a pixel is invalid only if every band says so
+        return data, np.any([p[1] for p in parts], axis=0)
+
+    def close(self) -> None:
+        for ds in self.datasets:
+            ds.close()
+
+
+def _source_attrs(scene: Scene) -> dict:
+    reader = _SceneReader(scene)
+    try:
+        src = reader.src
+        return {
+            "path": scene.path,
+            "paths": list(scene.images),
+            "name": scene.name,
+            "crs": src.crs.to_wkt() if src.crs else None,
+            "transform": list(src.transform)[:6],
+            "width": src.width,
+            "height": src.height,
+            "nodata": src.nodata,
+            "dtype": src.dtypes[0],
+            "count": len(reader.band_map),
+            "descriptions": list(reader.descriptions),
+            "label": scene.label,
+        }
+    finally:
+        reader.close()
+
+
+# --- statistics -----------------------------------------------------------------------------
+
+
+def _histogram(values: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse exact histogram ``(values, counts)`` of one band's valid pixels."""
+    if dtype.kind in "ui" and dtype.itemsize <= 2:
+        offset = -int(np.iinfo(dtype).min)
+        counts = np.bincount(values.astype(np.int64) + offset, minlength=1)
+        nz = np.nonzero(counts)[0]
+        return nz - offset, counts[nz]
+    uniq, counts = np.unique(values.astype(np.float64), return_counts=True)
+    return uniq, counts
+
+
+def _merge_hist(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sum sparse histograms ``(values, counts)``."""
+    if not parts:
+        return np.zeros(0), np.zeros(0, np.int64)
+    values = np.concatenate([p[0] for p in parts])
+    counts = np.concatenate([p[1] for p in parts])
+    values, inverse = np.unique(values, return_inverse=True)
+    return values, np.bincount(inverse, weights=counts, minlength=len(values)).astype(np.int64)
+
+
+def _stats(hists: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, list[float]]:
+    """Mean, std and inverted-CDF 2nd/98th percentiles per band from merged histograms.
+
+    Inverted-CDF percentiles are actual pixel values (``np.percentile(method="inverted_cdf")``),
+    so clipping to [p2, p98] never invents a value the sensor cannot produce.
+    """
+    out: dict[str, list[float]] = {"mean": [], "std": [], "p2": [], "p98": []}
+    for values, counts in hists:
+        total = int(counts.sum())
+        if total == 0:
+            for key in out:
+                out[key].append(0.0)
+            continue
+        mean = float((values * counts).sum() / total)
+        out["mean"].append(mean)
+        out["std"].append(math.sqrt(float((((values - mean) ** 2) * counts).sum() / total)))
+        cdf = np.cumsum(counts)
+        for key, q in (("p2", 0.02), ("p98", 0.98)):
+            out[key].append(float(values[np.searchsorted(cdf, q * total, side="left")]))
+    return out
+
+
+# --- the two passes -------------------------------------------------------------------------
+
+
+def _scan(scenes, windows, bands, nodata, tile_size, overlap) -> tuple[list, list[int]]:
+    """Read-only pass over a batch: valid pixel count per window, histograms over owned pixels."""
+    from rasterio.windows import Window
+
+    readers: dict[int, _SceneReader] = {}
+    hists: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    n_valid = []
+    try:
+        for s, row, col in windows:
+            reader = readers.get(s) or readers.setdefault(s, _SceneReader(scenes[s]))
+            h, w = reader.src.height, reader.src.width
+            data, valid = reader.read(Window(col, row, tile_size, tile_size), bands, nodata)
+            n_valid.append(int(valid.sum()))
+            r0, r1 = _owned(_starts(h, tile_size, tile_size - overlap), row, h)
+            c0, c1 = _owned(_starts(w, tile_size, tile_size - overlap), col, w)
+            own = valid[r0 - row : r1 - row, c0 - col : c1 - col]
+            block = data[:, r0 - row : r1 - row, c0 - col : c1 - col]
+            hists.append([_histogram(block[b][own], data.dtype) for b in range(len(bands))])
+    finally:
+        for r in readers.values():
+            r.close()
+    return [_merge_hist([h[b] for h in hists]) for b in range(len(bands))], n_valid
+
+
+def _write(url, scenes, tiles, start, bands, nodata, tile_size, labels) -> int:
+    """Write tiles ``start..start+len(tiles)`` of the store, then their ``done`` flags."""
+    import zarr
+    from rasterio.windows import Window
+
+    group = zarr.open_group(url, mode="r+")
+    readers: dict[int, _SceneReader] = {}
+    label_readers: dict[int, LabelReader] = {}
+    try:
+        for k, (s, row, col) in enumerate(tiles):
+            reader = readers.get(s) or readers.setdefault(s, _SceneReader(scenes[s]))
+            window = Window(col, row, tile_size, tile_size)
+            data, valid = reader.read(window, bands, nodata)
+            group["image"][start + k] = data
+            group["valid"][start + k] = valid
+            if labels is not None and scenes[s].label:
+                if s not in label_readers:
+                    label_readers[s] = LabelReader(scenes[s].label, reader.src, labels)
+                group["label"][start + k] = label_readers[s].read(window)
+    finally:
+        for r in readers.values():
+            r.close()
+        for r in label_readers.values():
+            r.close()
+    group["done"][start : start + len(tiles)] = True
+    return len(tiles)
+
+
+# --- tile(): the library function of `geoseg tile` ------------------------------------------
+
+
+def tile(
+    inputs: Sequence[str | Path] | str | Path,
+    output: str | Path,
+    *,
+    bands: str | Sequence[int | str] | None = None,
+    tile_size: int = 256,
+    overlap: int = 32,
+    labels: str | Path | None = None,
+    min_valid: float = 0.0,
+    nodata: float | str | None = None,
+    overwrite: bool = False,
+    scheduler: str | None = None,
+) -> TileStore:
+    """Stage rasters into a Zarr v3 tile store (docs/contracts.md), resumably, with dask.
+
+    Args:
+        inputs: raster files, folders or dataset roots (see :mod:`geoseg.layouts`).
+        output: a local path or any fsspec URL (``memory://``, ``s3://``) of the store.
+        bands: band selection (see :func:`geoseg.raster.resolve_bands`); all bands by default.
+        tile_size: tile edge in pixels.
+        overlap: pixels shared by neighbouring tiles.
+        labels: a vector or raster labels file for every input (layouts may bring their own).
+        min_valid: skip tiles whose valid fraction is below this (0 keeps every tile).
+        nodata: override the sources' nodata (``"none"`` ignores it).
+        overwrite: replace an existing store (and discard an interrupted one).
+        scheduler: ``None``/``"threads"``, ``"sync"`` or a dask.distributed address.
+
+    Returns:
+        The written store, opened for reading.
+
+    Raises:
+        BadInput: unreadable inputs, bad bands/sizes, or an existing output without overwrite.
+    """
+    import dask
+
+    from geoseg.progress import run_tasks
+
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    if not 0.0 <= min_valid <= 1.0:
+        raise BadInput(f"{min_valid} is not a fraction in [0, 1]", param="--min-valid")
+    scenes = find_scenes(inputs, labels=labels)
+    if not scenes:
+        raise BadInput("no input raster given; pass one or more GeoTIFFs or folders", param="INPUT")
+    sources = [_source_attrs(s) for s in scenes]
+    first = sources[0]
+    for s in sources[1:]:
+        if (s["count"], s["dtype"]) != (first["count"], first["dtype"]):
+            raise BadInput(
+                f"{s['path']} has {s['count']} {s['dtype']} bands but {first['path']} has "
+                f"{first['count']} {first['dtype']}; tile scenes of one sensor together",
+                param="INPUT",
+            )
+    band_list = resolve_bands(first["descriptions"], bands)
+    names = [band_names(first["descriptions"])[b - 1] for b in band_list]
+    windows = [
+        (i, r, c)
+        for i, s in enumerate(sources)
+        for r, c in tile_windows(s["height"], s["width"], tile_size, overlap)
+    ]
+    label_files = sorted({s.label for s in scenes if s.label})
+    label_info = label_classes(label_files) if label_files else None
+    params = {
+        "inputs": [s["path"] for s in sources],
+        "bands": band_list,
+        "tile_size": tile_size,
+        "overlap": overlap,
+        "min_valid": min_valid,
+        "nodata": None if nodata is None else str(nodata),
+        "labels": None if labels is None else str(labels),
+    }
+    url, final = _target(output, overwrite)
+    scan = dask.delayed(_scan, pure=False)
+    results = run_tasks(
+        [
+            scan(scenes, windows[i : i + BATCH], band_list, nodata, tile_size, overlap)
+            for i in range(0, len(windows), BATCH)
+        ],
+        scheduler=scheduler,
+        desc="scan",
+    )
+    n_valid = [n for _, counts in results for n in counts]
+    stats = _stats([_merge_hist([h[b] for h, _ in results]) for b in range(len(band_list))])
+    area = tile_size * tile_size
+    kept = [(w, n) for w, n in zip(windows, n_valid, strict=True) if n / area >= min_valid]
+    if not kept:
+        raise BadInput(f"no tile has {min_valid:.0%} valid pixels; lower it", param="--min-valid")
+    attrs = {
+        "params": params,
+        "complete": False,
+        "bands": band_list,
+        "band_names": names,
+        "sources": sources,
+        "tile_size": tile_size,
+        "overlap": overlap,
+        "geoseg_version": __version__,
+    }
+    if label_info is not None:
+        attrs["label_classes"] = label_info
+    origin = np.array([[s, r, c, n] for (s, r, c), n in kept], np.int64)
+    group = _open_or_create(url, attrs, origin, len(band_list), first["dtype"], overwrite)
+    done = group["done"][:]
+    tiles = [w for w, _ in kept]
+    write = dask.delayed(_write, pure=False)
+    todo = [i for i in range(0, len(tiles), BATCH) if not done[i : i + BATCH].all()]
+    if len(todo) < math.ceil(len(tiles) / BATCH):
+        log.info("resuming %s: %d of %d batches left", output, len(todo), -(-len(tiles) // BATCH))
+    run_tasks(
+        [
+            write(url, scenes, tiles[i : i + BATCH], i, band_list, nodata, tile_size, label_info)
+            for i in todo
+        ],
+        scheduler=scheduler,
+        desc="tiles",
+    )
+    group.attrs.update({"stats": stats, "complete": True})
+    if final is not None:
+        if final.exists():
+            remove(final)
+        os.replace(url, final)
+        url = str(final)
+    return open_store(url)
+
+
+def _is_url(output: str | Path) -> bool:
+    return "://" in str(output) and not str(output).startswith("file://")
+
+
+def _target(output: str | Path, overwrite: bool) -> tuple[str, Path | None]:
+    """Where to write: ``(url, None)`` for a URL, ``(partial path, final path)`` for a folder."""
+    import zarr
+
+    if _is_url(output):
+        if not overwrite:
+            try:
+                group = zarr.open_group(str(output), mode="r")
+            except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+                return str(output), None
+            if group.attrs.get("complete"):
+                raise OutputExists(
+                    f"{output} already exists; pass --overwrite to replace it", param="--output"
+                )
+        return str(output), None
+    path = check_output(str(output).removeprefix("file://"), overwrite=overwrite)
+    partial = path.with_name(f".{path.name}.partial")
+    if overwrite and partial.exists():
+        remove(partial)
+    return str(partial), path
+
+
+def _open_or_create(url: str, attrs: dict, origin: np.ndarray, n_bands: int, dtype: str, overwrite):
+    """Open an interrupted store written with the same settings, or create a new one."""
+    import zarr
+
+    n, t = len(origin), attrs["tile_size"]
+    if not overwrite:
+        try:
+            group = zarr.open_group(url, mode="r+")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            group = None
+        if group is not None:
+            same = group.attrs.get("params") == attrs["params"] and "done" in group
+            if not same or group["origin"].shape[0] != n:
+                raise BadInput(
+                    f"an interrupted tile store with other settings is at {url}; "
+                    "pass --overwrite to start again",
+                    param="--output",
+                )
+            return group
+    group = zarr.open_group(url, mode="w")
+    group.create_array("image", shape=(n, n_bands, t, t), chunks=(1, n_bands, t, t), dtype=dtype)
+    group.create_array("valid", shape=(n, t, t), chunks=(1, t, t), dtype=bool)
+    if "label_classes" in attrs:
+        group.create_array("label", shape=(n, t, t), chunks=(1, t, t), dtype="uint8")
+    group.create_array("origin", shape=(n, 4), chunks=(max(n, 1), 4), dtype="int64")
+    group.create_array("done", shape=(n,), chunks=(BATCH,), dtype=bool, fill_value=False)
+    group["origin"][:] = origin
+    # attrs last: a store with attrs has its arrays, so a resume can trust it
+    group.attrs.update(attrs)
+    return group
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+class TileStore:
+    """Read access to a complete tile store (the reader API of docs/contracts.md)."""
+
+    def __init__(self, group, url: str):
+        self.group, self.url = group, url
+        attrs = group.attrs.asdict()
+        self.attrs = attrs
+        self.image = group["image"]
+        self.valid = group["valid"]
+        self.label = group.get("label")
+        self.origin = group["origin"][:]
+        self.n_tiles = int(self.image.shape[0])
+        self.tile_size = int(attrs["tile_size"])
+        self.overlap = int(attrs["overlap"])
+        self.bands = list(attrs["bands"])
+        self.band_names = list(attrs["band_names"])
+        self.sources = list(attrs["sources"])
+        self.stats = {k: np.asarray(v, np.float64) for k, v in attrs["stats"].items()}
+        self.label_classes = dict(attrs.get("label_classes") or {})
+
+    @property
+    def has_labels(self) -> bool:
+        return self.label is not None
+
+    def __len__(self) -> int:
+        return self.n_tiles
+
+    def read(self, i: int) -> dict[str, Any]:
+        """One tile: ``image`` (C,T,T) source dtype, ``valid``, ``label`` (or None), ``origin``."""
+        return {
+            "image": self.image[i],
+            "valid": self.valid[i],
+            "label": self.label[i] if self.label is not None else None,
+            "origin": self.origin[i],
+        }
+
+    def tile_transform(self, i: int):
+        """The affine transform of tile ``i`` (its source transform shifted to the tile)."""
+        from affine import Affine
+
+        source, row, col, _ = (int(v) for v in self.origin[i])
+        return Affine(*self.sources[source]["transform"]) * Affine.translation(col, row)
+
+    def crs(self, i: int):
+        """The rasterio CRS of tile ``i``'s source (``None`` if the source had none)."""
+        from rasterio.crs import CRS
+
+        wkt = self.sources[int(self.origin[i][0])]["crs"]
+        return CRS.from_wkt(wkt) if wkt else None
+
+
+def open_store(url: str | Path) -> TileStore:
+    """Open a tile store written by :func:`tile` (local path or fsspec URL).
+
+    Raises:
+        BadInput: not a tile store, or an interrupted one (rerun ``geoseg tile`` to finish it).
+    """
+    import zarr
+
+    text = str(url)
+    if not _is_url(text) and not Path(text.removeprefix("file://")).exists():
+        raise BadInput(f"{text} does not exist; create it with geoseg tile", param="STORE")
+    try:
+        group = zarr.open_group(text, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
+        raise BadInput(f"{text} is not a Zarr tile store; create one with geoseg tile") from None
+    if "image" not in group or "tile_size" not in group.attrs:
+        raise BadInput(f"{text} is not a geoseg tile store; create one with geoseg tile")
+    if not group.attrs.get("complete"):
+        raise BadInput(f"{text} is incomplete; rerun the same geoseg tile command to finish it")
+    return TileStore(group, text)
+
+
+def describe_store(url: str | Path) -> dict:
+    """What ``geoseg info`` shows for a tile store (from its attributes, not its pixels)."""
+    store = open_store(url)
+    crss = sorted({s["crs"] for s in store.sources if s["crs"]})
+    return {
+        "path": str(url),
+        "kind": "tile store",
+        "tiles": store.n_tiles,
+        "tile_size": store.tile_size,
+        "overlap": store.overlap,
+        "dtype": str(store.image.dtype),
+        "bands": [
+            {"index": b, "name": n, **{k: float(v[i]) for k, v in store.stats.items()}}
+            for i, (b, n) in enumerate(zip(store.bands, store.band_names, strict=True))
+        ],
+        "crs": crss,
+        "sources": [s["path"] for s in store.sources],
+        "labels": store.has_labels,
+        "label_classes": store.label_classes,
+        "geoseg_version": store.attrs.get("geoseg_version"),
+    }
