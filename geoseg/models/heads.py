@@ -60,7 +60,7 @@ class ClusterHeads(nn.Module):
 
         if all_sub_heads:
             return [[run(conv) for conv in subs] for subs in self.heads]
-        return [run(subs[int(s)]) for subs, s in zip(self.heads, self.selected)]
+        return [run(subs[int(s)]) for subs, s in zip(self.heads, self.selected, strict=True)]
 
 
 class SegmentationNet(nn.Module):
