@@ -492,7 +492,9 @@ def open_store(url: str | Path) -> TileStore:
 def describe_store(url: str | Path) -> dict:
     """What ``geoseg info`` shows for a tile store (from its attributes, not its pixels)."""
     store = open_store(url)
-    crss = sorted({s["crs"] for s in store.sources if s["crs"]})
+    from rasterio.crs import CRS
+
+    crss = sorted({CRS.from_wkt(s["crs"]).to_string() for s in store.sources if s["crs"]})
     return {
         "path": str(url),
         "kind": "tile store",
