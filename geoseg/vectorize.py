@@ -15,6 +15,7 @@ EPSG:4326) are measured and simplified in the UTM zone of the raster centre, the
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 import rasterio
 import shapely
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geoseg.errors import BadInput
@@ -339,10 +341,12 @@ def _trace(opts: _Options, window: Window) -> _Pieces:
     counts = np.bincount(labels.ravel(), minlength=len(label_value))
     prob_sums = _probability_sums(opts, window, labels, np.asarray(label_value), present)
     offset = Affine.translation(window.col_off, window.row_off)
-    traced = [
-        (shapely.geometry.shape(g), int(lab))
-        for g, lab in shapes(labels, mask=labels > 0, transform=offset)
-    ]
+    with warnings.catch_warnings():  # pixel coordinates on purpose: the first block's is identity
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        traced = [
+            (shapely.geometry.shape(g), int(lab))
+            for g, lab in shapes(labels, mask=labels > 0, transform=offset)
+        ]
     geoms = np.array([g for g, _ in traced], dtype=object)
     index = np.array([lab for _, lab in traced], np.int64)
     values = np.asarray(label_value, np.int64)[index]
