@@ -1,0 +1,95 @@
+"""``geoseg evaluate PRED LABELS``: pixel metrics (wraps :func:`geoseg.evaluate.evaluate`)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from geoseg.cli.options import overwrite_opt
+
+
+def format_metrics(result: dict) -> str:
+    """Human-readable summary: accuracies, per-class IoU, mIoU."""
+    lines = [
+        f"pixels scored          {result['pixels']}",
+        f"Hungarian accuracy     {result['hungarian_accuracy']:.4f}",
+        f"many-to-one accuracy   {result['many_to_one_accuracy']:.4f}",
+        f"IoU per class ({result['iou_mapping']} mapping):",
+    ]
+    width = max((len(n) for n in result["per_class_iou"]), default=5)
+    lines += [f"  {name:{width}}  {iou:.4f}" for name, iou in result["per_class_iou"].items()]
+    lines.append(f"mIoU                   {result['miou']:.4f}")
+    if result["building_iou"] is not None:
+        lines.append(f"building IoU           {result['building_iou']:.4f}")
+    return "\n".join(lines)
+
+
+@click.command(name="evaluate")
+@click.argument("pred", type=click.Path())
+@click.argument("labels", type=click.Path())
+@click.option("--merge", type=click.Choice(["potsdam3"]), default=None,
+              help="Merge label classes first: potsdam3 = {impervious, car}, {building, "
+              "clutter}, {low vegetation, tree}.")  # fmt: skip
+@click.option(
+    "--method",
+    type=click.Choice(["hungarian", "majority", "identity"]),
+    default="hungarian",
+    show_default=True,
+    help="Cluster→class mapping behind per-class IoU (identity: PRED holds classes).",
+)
+@click.option(
+    "--names",
+    default=None,
+    metavar="V=NAME,...",
+    help="Label value names, e.g. 1=building,2=road; 'isprs' for the ISPRS classes.",
+)
+@click.option(
+    "--column",
+    default=None,
+    help="Vector labels: integer class column (default: every polygon is 1=building).",
+)
+@click.option(
+    "--fill",
+    type=click.IntRange(0, 255),
+    default=0,
+    show_default=True,
+    help="Vector labels: class of pixels outside polygons (0 = not scored).",
+)
+@click.option(
+    "--confusion",
+    "confusion_csv",
+    type=click.Path(),
+    default=None,
+    help="Write the confusion matrix as CSV.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    default=None,
+    metavar="PATH|-",
+    help="Write the metrics as JSON ('-' for stdout only).",
+)
+@overwrite_opt
+def cli(pred, labels, merge, method, names, column, fill, confusion_csv, json_path, overwrite):
+    """Pixel metrics of a cluster/class raster PRED against LABELS.
+
+    LABELS is a label raster on any grid (reprojected, nearest), an ISPRS colour-coded label
+    image, a PNG of the same size as PRED, or polygons (GeoJSON, GeoPackage, ...) rasterised
+    onto PRED's grid. Label 0 and nodata are ignored.
+    """
+    from geoseg.evaluate import evaluate
+    from geoseg.evaluate.labels import parse_names
+
+    result = evaluate(pred, labels, merge=merge, method=method, names=parse_names(names),
+                      column=column, fill=fill, confusion_csv=confusion_csv,
+                      overwrite=overwrite)  # fmt: skip
+    if json_path == "-":
+        click.echo(json.dumps(result, indent=2))
+        return
+    if json_path:
+        from geoseg.paths import atomic_output
+
+        with atomic_output(json_path, overwrite=overwrite, param="--json") as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+    click.echo(format_metrics(result))
