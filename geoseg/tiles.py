@@ -457,7 +457,7 @@ class TileStore:
         from affine import Affine
 
         source, row, col, _ = (int(v) for v in self.origin[i])
-        return Affine(*self.sources[source]["transform"]) * Affine.translation(col, row)
+        return Affine(*self.sources[source]["transform"]) @ Affine.translation(col, row)
 
     def crs(self, i: int):
         """The rasterio CRS of tile ``i``'s source (``None`` if the source had none)."""
