@@ -1,4 +1,5 @@
-"""Window and weight math of tiled inference: the global tile grid, blocks, and blending.
+"""The core of tiled inference: the global tile grid, blocks, blending, and the model as a
+function from tiles to probabilities (with test-time augmentation).
 
 Seams are avoided by defining everything on ONE global tile grid: a block computes exactly the
 tiles that touch it, with the same windows and the same blend weights a whole-scene run would
@@ -6,17 +7,20 @@ use, and adds them up in the same (row-major) order. The class map is therefore 
 whatever the block size; only the cost changes (a tile straddling a block border is computed
 by both blocks).
 
-Nothing here knows about rasterio or torch: a block gets its pixels from a ``read`` callable and
-its probabilities from a ``segment`` callable, so the same code serves predict (file blocks),
-predict_array (one in-memory block) and the tests (a fixed function with spatial context).
+Nothing here reads files: a block gets its pixels from the caller and its probabilities from
+a ``segment`` callable, so the same code serves predict (file blocks), predict_array (one
+in-memory block) and the tests (a fixed function with spatial context).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from geoseg.errors import BadInput
 
 #: segment(x float32 (B, C, T, T)) -> probabilities float32 (B, K, T, T)
 Segment = Callable[[np.ndarray], np.ndarray]
@@ -127,8 +131,13 @@ def blend_block(
     tile: int,
     overlap: int,
     batch_size: int,
+    n_classes: int,
+    valid: np.ndarray | None = None,
 ) -> np.ndarray:
     """Blended probabilities (K, h, w) float32 of ``block``'s output window.
+
+    A tile with no valid pixel is skipped: every pixel it covers is nodata anyway, and scenes
+    often carry large nodata collars. Pixels no tile reached get probability 0.
 
     Args:
         block: the block (from :func:`plan_blocks`).
@@ -137,6 +146,8 @@ def blend_block(
         segment: the model, tiles in → probabilities out (see :data:`Segment`).
         tile, overlap: the global grid parameters used to plan ``block``.
         batch_size: tiles per ``segment`` call.
+        n_classes: K, the number of probability channels ``segment`` returns.
+        valid: (h, w) bool over the read window, or ``None`` when every pixel is valid.
     """
     rr0, cc0 = block.read_rows[0], block.read_cols[0]
     need_h = max(r for r, _ in block.tiles) + tile - rr0
@@ -145,16 +156,22 @@ def blend_block(
         # A scene smaller than one tile: pad with 0, which is the band mean after normalisation.
         pad = ((0, 0), (0, need_h - x.shape[1]), (0, need_w - x.shape[2]))
         x = np.pad(x, pad)
+        valid = None if valid is None else np.pad(valid, pad[1:])
+    tiles = block.tiles
+    if valid is not None:
+        tiles = tuple(
+            (r, c)
+            for r, c in tiles
+            if valid[r - rr0 : r - rr0 + tile, c - cc0 : c - cc0 + tile].any()
+        )
     weight = blend_weight(tile, overlap)
     (r0, r1), (c0, c1) = block.rows, block.cols
-    acc: np.ndarray | None = None
+    acc = np.zeros((n_classes, r1 - r0, c1 - c0), np.float32)
     wsum = np.zeros((r1 - r0, c1 - c0), np.float32)
-    for start in range(0, len(block.tiles), batch_size):
-        batch = block.tiles[start : start + batch_size]
+    for start in range(0, len(tiles), batch_size):
+        batch = tiles[start : start + batch_size]
         xb = np.stack([x[:, r - rr0 : r - rr0 + tile, c - cc0 : c - cc0 + tile] for r, c in batch])
         probs = segment(xb)
-        if acc is None:
-            acc = np.zeros((probs.shape[1], r1 - r0, c1 - c0), np.float32)
         for (r, c), p in zip(batch, probs, strict=True):
             # Intersection of this tile with the output window, in block and in tile coordinates.
             top, bottom = max(r, r0), min(r + tile, r1)
@@ -164,6 +181,58 @@ def blend_block(
             w = weight[tr, tc]
             acc[:, br, bc] += p[:, tr, tc] * w
             wsum[br, bc] += w
-    assert acc is not None
-    acc /= wsum
+    np.divide(acc, wsum, out=acc, where=wsum > 0)
     return acc
+
+
+# --- the model as a Segment ------------------------------------------------------------------
+
+
+def resolve_device(device: str = "auto"):
+    """``"auto"`` → CUDA when present, else CPU; a ``cuda`` request without a GPU is refused."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput("CUDA is not available on this machine; use --device cpu", param="--device")
+    return torch.device(device)
+
+
+def _dihedral(x, k: int, flip: bool):
+    x = x.rot90(k, (2, 3))
+    return x.flip(3) if flip else x
+
+
+def _undihedral(y, k: int, flip: bool):
+    y = y.flip(3) if flip else y
+    return y.rot90(-k, (2, 3))
+
+
+def segmenter(model, *, head: int = 0, device: Any = "cpu", tta: bool = False) -> Segment:
+    """Wrap a geoseg model as a :data:`geoseg.blend.Segment` (numpy tiles → probabilities).
+
+    Args:
+        model: a model following the contract (``forward`` returns one logit map per head).
+        head: which head's clusters to predict.
+        device: torch device the model is on; CUDA runs under float16 autocast.
+        tta: average the softmax over the 8 flips/rotations of each tile (8x the compute).
+    """
+    import torch
+
+    device = torch.device(device)
+    views = [(k, f) for k in range(4) for f in (False, True)] if tta else [(0, False)]
+    amp = device.type == "cuda"
+
+    def segment(x: np.ndarray) -> np.ndarray:
+        xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+        total = None
+        with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
+            for k, flip in views:
+                out = model(_dihedral(xt, k, flip))
+                logits = out[head] if isinstance(out, (list, tuple)) else out
+                probs = _undihedral(torch.softmax(logits.float(), dim=1), k, flip)
+                total = probs if total is None else total + probs
+        return (total / len(views)).float().cpu().numpy()
+
+    return segment

@@ -1,0 +1,428 @@
+"""Streaming tiled inference over scenes of any size, written as Cloud Optimized GeoTIFFs.
+
+The scene is cut into blocks (dask tasks); each block reads its tiles' union from the file,
+normalises it as training did, runs the model tile by tile, blends overlapping tiles with a
+raised-cosine weight on the softmax and arg-maxes. The window/weight math lives in
+:mod:`geoseg.blend` and is defined on one global tile grid, so the class map does not depend on
+the block size, and memory is bounded by the block: no array of the scene's size exists.
+
+Blocks are written into tiled temporary GeoTIFFs by one writer (a lock locally; the client when
+blocks run on a dask.distributed cluster), which are then copied to COGs with overviews.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg.blend import Block, Segment, blend_block, plan_blocks, resolve_device, segmenter
+from geoseg.errors import BadInput
+from geoseg.paths import check_output, remove, temporary_name
+
+log = logging.getLogger(__name__)
+
+#: blocks handed to a distributed cluster at a time (their results wait in client memory)
+_DISTRIBUTED_GROUP = 16
+
+
+# --- checkpoint and checks done before any work --------------------------------------------
+
+
+def load_model(model: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
+    """``(checkpoint dict, model in eval mode on CPU)`` from a path or an already loaded dict."""
+    from geoseg.checkpoint import load_checkpoint, model_from_checkpoint
+
+    ckpt = dict(model) if isinstance(model, Mapping) else load_checkpoint(model)
+    return ckpt, model_from_checkpoint(ckpt)
+
+
+def select_bands(count: int, bands: Sequence[int], name: str = "the raster") -> list[int]:
+    """Bands of a ``count``-band raster to feed a model trained on source ``bands``.
+
+    A raster from the training sensor has the trained band indices; a raster with exactly as
+    many bands as the model takes is read as already band-selected. Anything else is refused
+    naming both counts, before any work is done.
+    """
+    bands = [int(b) for b in bands]
+    if count >= max(bands):
+        return bands
+    if count == len(bands):
+        return list(range(1, count + 1))
+    raise BadInput(
+        f"{name} has {count} bands but the model expects {len(bands)} (bands "
+        f"{','.join(map(str, bands))} of its training rasters); pass a raster with those bands",
+        param="RASTER",
+    )
+
+
+def check_grid(tile: int, overlap: int | None, multiple: int = 1) -> tuple[int, int]:
+    """Validated ``(tile, overlap)``; the default overlap is an eighth of the tile."""
+    if tile % multiple:
+        fit = -(-tile // multiple) * multiple
+        raise BadInput(
+            f"{tile} is not a multiple of {multiple}, which this model needs; use {fit}",
+            param="--tile-size",
+        )
+    overlap = tile // 8 if overlap is None else overlap
+    if not 0 <= overlap <= tile // 2:
+        raise BadInput(
+            f"{overlap} must be between 0 and half the tile size ({tile // 2})", param="--overlap"
+        )
+    return tile, overlap
+
+
+def class_ids(
+    ckpt: Mapping[str, Any], classes: Mapping[str, Sequence[int]] | None
+) -> tuple[int, dict[str, list[int]]]:
+    """``(head, {class name: cluster ids})`` from ``--class`` or else the checkpoint mapping."""
+    mapping = ckpt.get("mapping")
+    if classes:
+        head = int(ckpt.get("head", 0))
+        named = {str(k): [int(i) for i in v] for k, v in classes.items()}
+    elif mapping:
+        head = int(mapping.get("head", ckpt.get("head", 0)))
+        named = {str(k): [int(i) for i in v] for k, v in mapping["classes"].items()}
+    else:
+        return int(ckpt.get("head", 0)), {}
+    k = int(ckpt["n_clusters"][head])
+    for name, ids in named.items():
+        bad = [i for i in ids if not 0 <= i < k]
+        if bad or not ids:
+            raise BadInput(
+                f"class {name!r} names clusters {bad or ids} but the model has clusters 0..{k - 1}",
+                param="--class",
+            )
+    return head, named
+
+
+# --- one block -------------------------------------------------------------------------------
+
+
+def _classify(probs: np.ndarray, valid: np.ndarray, dtype: str, nodata: int) -> np.ndarray:
+    out = probs.argmax(axis=0).astype(dtype)
+    out[~valid] = nodata
+    return out
+
+
+def predict_block(
+    path: str,
+    block: Block,
+    *,
+    bands: Sequence[int],
+    norm: Mapping[str, Sequence[float]],
+    segment: Segment,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    n_classes: int,
+    classes: Mapping[str, Sequence[int]],
+    probabilities: bool,
+    sink=None,
+) -> dict[str, np.ndarray] | None:
+    """Read, normalise, segment and blend one block; the arrays to write over its window.
+
+    Returns ``{"clusters": ..., "<class>": ..., "probabilities": ...}`` or, with a ``sink``,
+    hands them to ``sink(block, arrays)`` and returns ``None`` so the scheduler keeps nothing.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    from geoseg.raster import class_dtype, read_window
+    from geoseg.transforms import normalize
+
+    (rr0, rr1), (cc0, cc1) = block.read_rows, block.read_cols
+    with rasterio.open(path) as src:
+        data, valid = read_window(src, Window(cc0, rr0, cc1 - cc0, rr1 - rr0), bands)
+    x = np.asarray(normalize(data, norm), np.float32)
+    x[:, ~valid] = 0
+    probs = blend_block(
+        block, x, segment, tile=tile, overlap=overlap, batch_size=batch_size,
+        n_classes=n_classes, valid=valid,
+    )  # fmt: skip
+    (r0, r1), (c0, c1) = block.rows, block.cols
+    inside = valid[r0 - rr0 : r1 - rr0, c0 - cc0 : c1 - cc0]
+    dtype, nodata = class_dtype(n_classes)
+    clusters = _classify(probs, inside, dtype, nodata)
+    arrays = {"clusters": clusters}
+    for name, ids in classes.items():
+        mask = np.isin(clusters, ids).astype("uint8")
+        mask[~inside] = 255
+        arrays[name] = mask
+    if probabilities:
+        probs[:, ~inside] = np.nan
+        arrays["probabilities"] = probs
+    if sink is None:
+        return arrays
+    sink(block, arrays)
+    return None
+
+
+def predict_array(
+    model: Any,
+    image: np.ndarray,
+    valid: np.ndarray | None = None,
+    *,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    tta: bool = False,
+    norm: Mapping[str, Sequence[float]] | None = None,
+    head: int | None = None,
+) -> np.ndarray:
+    """Blended cluster probabilities of a small in-memory image, as predict computes them.
+
+    For ``geoseg map``, evaluation and the demo, which hold a tile or a crop in memory; the
+    image goes through the same normalisation, tiling and blending as :func:`predict`.
+
+    Args:
+        model: a checkpoint path or dict (bands already selected; normalised with its ``norm``),
+            or a bare model (then ``norm`` is used if given, else ``image`` must be normalised).
+        image: (C, H, W) in the source dtype.
+        valid: (H, W) bool; invalid pixels are fed as the band mean and get probability 0 when
+            a whole tile is invalid.
+        tile_size, overlap: tiling (defaults: the checkpoint's tile size, or the whole image).
+        batch_size, device, tta: as in :func:`predict`.
+        norm: normalisation statistics overriding the checkpoint's.
+        head: head to predict (default: the checkpoint's, else 0).
+
+    Returns:
+        (K, H, W) float32 probabilities.
+    """
+    from geoseg.transforms import normalize
+
+    ckpt: dict[str, Any] = {}
+    if isinstance(model, (str, Path, Mapping)):
+        ckpt, model = load_model(model)
+        if image.shape[0] != len(ckpt["bands"]):
+            raise BadInput(
+                f"image has {image.shape[0]} bands but the model expects {len(ckpt['bands'])}",
+                param="image",
+            )
+    norm = norm if norm is not None else ckpt.get("norm")
+    head = int(ckpt.get("head", 0)) if head is None else head
+    height, width = image.shape[1:]
+    multiple = int(getattr(model, "size_multiple", 1))
+    default = ckpt.get("tile_size") or -(-max(height, width) // multiple) * multiple
+    tile, overlap = check_grid(tile_size or int(default), overlap, multiple)
+    x = np.asarray(normalize(image, norm) if norm is not None else image, np.float32)
+    if valid is not None:
+        x = np.where(valid[None], x, np.float32(0))
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    n_classes = int(model.n_clusters[head])
+    (block,) = plan_blocks(height, width, tile=tile, overlap=overlap, block=max(height, width) * 2)
+    segment = segmenter(model, head=head, device=dev, tta=tta)
+    return blend_block(
+        block, x, segment, tile=tile, overlap=overlap, batch_size=batch_size,
+        n_classes=n_classes, valid=valid,
+    )  # fmt: skip
+
+
+# --- the scene -------------------------------------------------------------------------------
+
+
+def output_paths(
+    raster: str | Path,
+    output_dir: str | Path,
+    classes: Mapping[str, Sequence[int]],
+    *,
+    probabilities: bool = False,
+) -> dict[str, Path]:
+    """Every file predict writes for ``raster``, by role (``clusters``, a class name, ...).
+
+    Known up front so existing outputs are refused before any work.
+    """
+    out, stem = Path(output_dir), Path(raster).stem
+    paths = {"clusters": out / f"{stem}_clusters.tif"}
+    if probabilities:
+        paths["probabilities"] = out / f"{stem}_probabilities.tif"
+    for name in classes:
+        paths[name] = out / f"{stem}_{name}.tif"
+        plural = name if name.endswith("s") else f"{name}s"
+        paths[f"{name}:vector"] = out / f"{stem}_{plural}.gpkg"
+    return paths
+
+
+def _stitch_profile(src, count: int, dtype: str, nodata: float) -> dict[str, Any]:
+    return dict(
+        driver="GTiff", width=src.width, height=src.height, count=count, dtype=dtype,
+        nodata=nodata, crs=src.crs, transform=src.transform, tiled=True,
+        blockxsize=256, blockysize=256, compress="DEFLATE", zlevel=1, bigtiff="IF_SAFER",
+    )  # fmt: skip
+
+
+def _threads(n_blocks: int, distributed: bool) -> tuple[int, int]:
+    """``(dask workers, torch threads per worker)``: blocks in parallel, cores shared out."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = max(1, min(n_blocks, cores or 1))
+    return (workers, 1) if distributed else (workers, max(1, (cores or 1) // workers))
+
+
+def predict(
+    raster: str | Path,
+    model: str | Path | Mapping[str, Any],
+    output_dir: str | Path,
+    *,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    tta: bool = False,
+    probabilities: bool = False,
+    classes: Mapping[str, Sequence[int]] | None = None,
+    block_size: int = 1024,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Segment a scene of any size block by block; write COGs (and polygons of mapped classes).
+
+    Args:
+        raster: any GDAL raster with the model's bands.
+        model: checkpoint path (``run/best.pt``) or a loaded checkpoint dict.
+        output_dir: folder for ``<name>_clusters.tif`` and friends (created if missing).
+        tile_size: model input tile (default: the checkpoint's training tile size).
+        overlap: pixels shared by neighbouring tiles, blended (default: tile_size // 8).
+        batch_size: tiles per forward pass.
+        device: ``auto``, ``cpu`` or ``cuda`` (float16 autocast).
+        tta: average probabilities over flips and rotations (8x compute).
+        probabilities: also write ``<name>_probabilities.tif`` (float16 COG, one band per cluster).
+        classes: ``{"building": [3, 17]}`` cluster ids per class; default the checkpoint mapping.
+            Each class gets ``<name>_<class>.tif`` (0/1) and ``<name>_<class>s.gpkg``.
+        block_size: block edge in pixels (rounded to whole tile strides); bounds memory.
+        scheduler: dask scheduler (``threads``, ``sync`` or a ``tcp://`` address).
+        overwrite: replace existing outputs.
+
+    Returns:
+        Written paths by role: ``clusters``, ``probabilities``, each class name, ``<class>:vector``
+        and ``<role>:style`` for the QGIS styles.
+
+    Raises:
+        BadInput: unreadable raster or checkpoint, band-count mismatch, bad tiling, existing
+            outputs; all checked before any inference.
+    """
+    import dask
+    import rasterio
+    import torch
+
+    from geoseg.progress import run_tasks, scheduler_address
+    from geoseg.raster import class_colormap, class_dtype, open_raster
+
+    open_raster(raster, param="RASTER").close()
+    ckpt, net = load_model(model)
+    with open_raster(raster, param="RASTER") as src:
+        bands = select_bands(src.count, ckpt["bands"], str(raster))
+    tile, overlap = check_grid(
+        tile_size or int(ckpt.get("tile_size") or 256),
+        overlap,
+        int(getattr(net, "size_multiple", 1)),
+    )
+    head, named = class_ids(ckpt, classes)
+    n_classes = int(ckpt["n_clusters"][head])
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    paths = output_paths(raster, output_dir, named, probabilities=probabilities)
+    for path in paths.values():
+        check_output(path, overwrite=overwrite, param="--output")
+    dev = resolve_device(device)
+    net = net.to(dev).eval()
+    segment = segmenter(net, head=head, device=dev, tta=tta)
+
+    dtype, nodata = class_dtype(n_classes)
+    rasters = {"clusters": (dtype, nodata, 1)}
+    rasters.update({name: ("uint8", 255, 1) for name in named})
+    if probabilities:
+        rasters["probabilities"] = ("float32", float("nan"), n_classes)
+    with open_raster(raster, param="RASTER") as src:
+        blocks = plan_blocks(src.height, src.width, tile=tile, overlap=overlap, block=block_size)
+        profiles = {role: _stitch_profile(src, n, dt, nd) for role, (dt, nd, n) in rasters.items()}
+    distributed = scheduler_address(scheduler) is not None
+    workers, threads = _threads(len(blocks), distributed or dev.type == "cuda")
+    log.info(
+        "%s: %d blocks of ~%d px, tiles %d px (overlap %d), %d clusters, head %d, %s",
+        raster, len(blocks), block_size, tile, overlap, n_classes, head, dev,
+    )  # fmt: skip
+
+    with ExitStack() as stack:
+        stitched = {role: temporary_name(paths[role]) for role in rasters}
+        stack.callback(lambda: [remove(p) for p in stitched.values()])
+        dsts = {
+            role: stack.enter_context(rasterio.open(stitched[role], "w", **profiles[role]))
+            for role in rasters
+        }
+        dsts["clusters"].write_colormap(1, class_colormap(n_classes, nodata))
+        for name in named:
+            dsts[name].write_colormap(1, class_colormap(2, 255))
+        lock = threading.Lock()
+
+        def write(block: Block, arrays: dict[str, np.ndarray]) -> None:
+            window = ((block.rows[0], block.rows[1]), (block.cols[0], block.cols[1]))
+            with lock:
+                for role, arr in arrays.items():
+                    dsts[role].write(arr if arr.ndim == 3 else arr[None], window=window)
+
+        seg_node = dask.delayed(segment, pure=False)
+        kwargs = dict(
+            bands=bands, norm=ckpt["norm"], segment=seg_node, tile=tile, overlap=overlap,
+            batch_size=batch_size, n_classes=n_classes, classes=named,
+            probabilities=probabilities,
+        )  # fmt: skip
+        task = dask.delayed(predict_block, pure=False)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            if distributed:
+                # Results come back to this process; bounded groups keep memory block-sized.
+                for start in range(0, len(blocks), _DISTRIBUTED_GROUP):
+                    group = blocks[start : start + _DISTRIBUTED_GROUP]
+                    tasks = [task(str(raster), b, **kwargs) for b in group]
+                    for b, arrays in zip(group, run_tasks(tasks, scheduler=scheduler), strict=True):
+                        write(b, arrays)
+            else:
+                tasks = [task(str(raster), b, sink=write, **kwargs) for b in blocks]
+                run_tasks(tasks, scheduler=scheduler, desc="predict", num_workers=workers)
+        finally:
+            torch.set_num_threads(previous)
+        for dst in dsts.values():
+            dst.close()
+        _finish(paths, stitched, named, n_classes, overwrite)
+    return paths
+
+
+def _finish(
+    paths: dict[str, Path],
+    stitched: dict[str, Path],
+    named: Mapping[str, Sequence[int]],
+    n_classes: int,
+    overwrite: bool,
+) -> None:
+    """Copy the stitched rasters to COGs, style them, and vectorise the mapped classes."""
+    from geoseg.raster import write_cog
+    from geoseg.styles import write_raster_style
+    from geoseg.vectorize import vectorize
+
+    for role, tmp in stitched.items():
+        if role == "probabilities":
+            # float16 storage (NBITS=16 on Float32) halves the size; averages suit probabilities.
+            write_cog(
+                tmp, paths[role], overview_resampling="average", overwrite=overwrite,
+                NBITS=16, PREDICTOR=3,
+            )  # fmt: skip
+        else:
+            write_cog(tmp, paths[role], overview_resampling="mode", overwrite=overwrite)
+    for role in stitched:
+        if role == "clusters":
+            paths["clusters:style"] = write_raster_style(paths[role], n_classes)
+        elif role != "probabilities":
+            names = {0: f"not {role}", 1: role}
+            paths[f"{role}:style"] = write_raster_style(paths[role], 2, names)
+            vectorize(
+                paths[role], paths[f"{role}:vector"], classes={role: 1}, class_names={1: role},
+                overwrite=overwrite,
+            )  # fmt: skip
