@@ -211,8 +211,10 @@ def write_polygons(
         else:
             import pyogrio
 
-            layer = path.stem if driver == "GPKG" else None
-            pyogrio.write_dataframe(gdf, tmp, driver=driver, layer=layer, geometry_type="Polygon")
+            # GeoPackage 1.3, not GDAL 3.10's 1.4, so QGIS LTR builds (GDAL 3.6) read it cleanly
+            gpkg = {"layer": path.stem, "dataset_options": {"VERSION": "1.3"}}
+            extra = gpkg if driver == "GPKG" else {}
+            pyogrio.write_dataframe(gdf, tmp, driver=driver, geometry_type="Polygon", **extra)
     write_vector_style(path)
     return path
 
