@@ -1,0 +1,198 @@
+"""Cluster→class mapping (`geoseg map`): the math on arrays, then on a real k-means checkpoint."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+from make_fixtures import _COLOURS, BUILDING, ROAD, SOIL, VEGETATION
+from rasterio.features import shapes
+from shapely.geometry import shape
+
+from geoseg.checkpoint import build_from_spec, load_checkpoint, save_checkpoint
+from geoseg.cli import group
+from geoseg.errors import BadInput, GeoSegError
+from geoseg.evaluate import evaluate, fit_mapping, mapping_from_confusion
+from geoseg.evaluate.mapping import choose, mapping_record
+from geoseg.predict import predict
+
+#: k-means centroids (raw uint8 colours, identity normalisation): a permutation of the
+#: fixture's classes, a second brighter "building" cluster, and one colour nothing has
+CENTROIDS = [
+    _COLOURS[ROAD],
+    _COLOURS[BUILDING],
+    _COLOURS[SOIL],
+    _COLOURS[VEGETATION],
+    tuple(c + 12 for c in _COLOURS[BUILDING]),
+    (0, 0, 255, 0),
+]
+
+
+def exit_code(result) -> int:
+    if isinstance(result.exception, GeoSegError):
+        return result.exception.exit_code
+    return result.exit_code
+
+
+def kmeans_checkpoint(path, *, tile=32, mapping=None):
+    spec = {"method": "kmeans", "model_cfg": {}, "in_channels": 4,
+            "n_clusters": [len(CENTROIDS)]}  # fmt: skip
+    net = build_from_spec(spec)
+    net.centroids.copy_(torch.tensor(CENTROIDS, dtype=torch.float32))
+    ckpt = dict(
+        geoseg_version="test", method="kmeans", config={}, model=spec,
+        model_state=net.state_dict(), optimizer_state=None, step=0, epoch=0, rng_state=None,
+        bands=[1, 2, 3, 4], band_names=["red", "green", "blue", "nir"],
+        norm={"mean": [0.0] * 4, "std": [1.0] * 4, "p2": [0.0] * 4, "p98": [255.0] * 4},
+        n_clusters=[len(CENTROIDS)], head_names=["main"], head=0, tile_size=tile,
+        mapping=mapping, best_loss=None,
+    )  # fmt: skip
+    return save_checkpoint(ckpt, path)
+
+
+@pytest.fixture
+def building_labels(fixtures, tmp_path):
+    """The fixture's buildings as polygons (complete footprints), in EPSG:4326."""
+    with rasterio.open(fixtures["labels"]) as src:
+        lab, transform, crs = src.read(1), src.transform, src.crs
+    geoms = [shape(g) for g, _ in shapes(lab, mask=lab == BUILDING, transform=transform)]
+    path = tmp_path / "buildings.geojson"
+    gpd.GeoDataFrame(geometry=geoms, crs=crs).to_crs("EPSG:4326").to_file(path)
+    return path
+
+
+# --- the math --------------------------------------------------------------------------------
+
+
+def test_mapping_from_confusion_majority_and_hungarian():
+    # clusters × label values (0 unlabelled): clusters 0 and 3 are both mostly class 2
+    conf = np.array([[0, 1, 9, 0], [0, 7, 0, 1], [0, 0, 1, 6], [0, 2, 5, 0], [0, 0, 0, 0]])
+    assert mapping_from_confusion(conf, "majority").tolist() == [2, 1, 3, 2, -1]
+    hung = mapping_from_confusion(conf, "hungarian")
+    assert hung.tolist() == [2, 1, 3, -1, -1]
+    record = mapping_record(hung, {1: "road", 2: "building"}, head=0, method="hungarian")
+    assert record == {"head": 0, "method": "hungarian",
+                      "classes": {"road": [1], "building": [0], "class_3": [2]},
+                      "class_ids": {"road": 1, "building": 2, "class_3": 3}}  # fmt: skip
+    record = mapping_record(mapping_from_confusion(conf, "majority"), {}, head=1,
+                            method="majority", skip=(3,))  # fmt: skip
+    assert record["classes"] == {"class_1": [1], "class_2": [0, 3]}
+
+
+def test_choose_is_seeded_and_bounded():
+    items = list(range(100))
+    a, b = choose(items, 10, seed=1), choose(items, 10, seed=1)
+    assert a == b and len(a) == 10 and a == sorted(a)
+    assert choose(items, 10, seed=2) != a
+    assert choose(items[:5], 10, seed=0) == items[:5]
+
+
+# --- fit_mapping on a real checkpoint ---------------------------------------------------------
+
+
+def test_majority_mapping_from_building_polygons(fixtures, building_labels, tmp_path):
+    ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
+    out = tmp_path / "mapped.pt"
+    result = fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], output=out)
+    mapping = load_checkpoint(out)["mapping"]
+    assert mapping == result["mapping"]
+    # both building-coloured clusters, nothing else; background is not stored
+    assert mapping["classes"] == {"building": [1, 4]}
+    assert mapping["class_ids"] == {"building": 1} and mapping["method"] == "majority"
+    assert result["accuracy"] > 0.95
+    assert load_checkpoint(ckpt_path)["mapping"] is None  # -o leaves the input alone
+
+
+def test_hungarian_keeps_one_cluster_per_class(fixtures, building_labels, tmp_path):
+    ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
+    result = fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"],
+                         method="hungarian")  # fmt: skip
+    assert result["mapping"]["classes"] == {"building": [1]}
+    assert load_checkpoint(ckpt_path)["mapping"]["method"] == "hungarian"  # in place
+
+
+def test_label_budget_limits_tiles(fixtures, tmp_path):
+    with rasterio.open(fixtures["labels"]) as src:
+        lab = src.read(1)
+    ckpt_path = kmeans_checkpoint(tmp_path / "best.pt", tile=32)
+    # 96×128 px scene, 32 px tiles: 12 tiles, all labelled (a full class raster)
+    full = fit_mapping(ckpt_path, labels=fixtures["labels"], image=fixtures["rgbn"],
+                       names={1: "building", 2: "road", 3: "vegetation", 4: "soil"},
+                       output=tmp_path / "a.pt")  # fmt: skip
+    assert full["tiles"] == 12 and full["pixels"] == lab.size
+    assert full["mapping"]["classes"] == {
+        "building": [1, 4], "road": [0], "vegetation": [3], "soil": [2]
+    }  # fmt: skip
+    few = fit_mapping(ckpt_path, labels=fixtures["labels"], image=fixtures["rgbn"],
+                      max_tiles=3, output=tmp_path / "b.pt")  # fmt: skip
+    assert few["tiles"] == 3 and few["pixels"] == 3 * 32 * 32
+
+
+def test_mapping_from_a_tile_store(fixtures, tmp_path):
+    from geoseg.tiles import tile
+
+    store = tmp_path / "tiles.zarr"
+    tile(fixtures["rgbn"], store, tile_size=32, overlap=0, labels=fixtures["labels"],
+         scheduler="sync")  # fmt: skip
+    ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
+    result = fit_mapping(ckpt_path, store=store, max_tiles=50, output=tmp_path / "m.pt")
+    assert result["tiles"] == 12
+    assert sorted(result["mapping"]["classes"].values()) == [[0], [1, 4], [2], [3]]
+
+
+def test_existing_mapping_needs_overwrite(fixtures, building_labels, tmp_path):
+    ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
+    fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"])
+    with pytest.raises(BadInput, match="already holds a mapping"):
+        fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"])
+    fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], overwrite=True,
+                method="hungarian")  # fmt: skip
+    assert load_checkpoint(ckpt_path)["mapping"]["method"] == "hungarian"
+
+
+@pytest.mark.parametrize(
+    "kwargs, param",
+    [
+        ({"store": None, "labels": None}, "--labels"),
+        ({"image": None}, "--image"),
+        ({"head": 3}, "--head"),
+        ({"max_tiles": 0}, "--max-tiles"),
+        ({"method": "greedy"}, "--method"),
+    ],
+)
+def test_bad_arguments(fixtures, building_labels, tmp_path, kwargs, param):
+    ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
+    args = {"labels": building_labels, "image": fixtures["rgbn"], **kwargs}
+    with pytest.raises(BadInput, match=param):
+        fit_mapping(ckpt_path, **args)
+
+
+def test_cli_map_then_predict_uses_the_mapping(fixtures, building_labels, tmp_path):
+    ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
+    res = CliRunner().invoke(
+        group,
+        [
+            "map",
+            str(ckpt_path),
+            "--labels",
+            str(building_labels),
+            "--image",
+            str(fixtures["rgbn"]),
+            "--max-tiles",
+            "50",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "building (value 1): clusters 1, 4" in res.output
+    # predict now writes a building raster, which matches the footprints
+    outputs = predict(fixtures["rgbn"], ckpt_path, tmp_path / "out", scheduler="sync")
+    metrics = evaluate(outputs["building"], building_labels, fill=2, names={2: "other"})
+    assert metrics["building_iou"] > 0.9
+    res = CliRunner().invoke(group, ["map", str(ckpt_path), "--labels", str(building_labels),
+                                     "--image", str(fixtures["rgbn"])])  # fmt: skip
+    assert exit_code(res) == 2
+    res = CliRunner().invoke(group, ["map", str(tmp_path / "nope.pt"), "--store", "x.zarr"])
+    assert exit_code(res) == 2
