@@ -161,6 +161,10 @@ def open_raster(path: str | Path, param: str = "INPUT"):
         raise BadInput(f"{text} does not exist; check the path", param=param)
     if "://" not in text and Path(text).is_dir():
         raise BadInput(f"{text} is a folder; pass a raster file", param=param)
+    # GDAL's own complaint about an unrecognised file would print a second, noisier line.
+    gdal_log = logging.getLogger("rasterio._env")
+    level = gdal_log.level
+    gdal_log.setLevel(logging.WARNING)
     try:
         return rasterio.open(text)
     except RasterioIOError:
@@ -168,6 +172,8 @@ def open_raster(path: str | Path, param: str = "INPUT"):
             f"{text} is not a raster GDAL can read; pass a GeoTIFF, VRT or other GDAL raster",
             param=param,
         ) from None
+    finally:
+        gdal_log.setLevel(level)
 
 
 def internal_mask(src, window=None) -> np.ndarray | None:
