@@ -152,9 +152,12 @@ class ACNet(nn.Module):
     def features(self, x: Tensor, masked: bool) -> Tensor:
         """Per-pixel features; when ``masked``, each depends only on earlier raster pixels."""
         if masked:
-            # shift trick: the stem's centre tap now reads the pixel to the left ("type A")
-            x = F.pad(x, (1, 0))[..., :-1]
-        h = F.relu(self.stem(x, masked))
+            # shift trick: move the input one column right so the stem's centre tap reads the
+            # previous pixel ("type A"); the output is cropped after the conv, not the input
+            # before it, so the last column stays visible to the row below
+            h = F.relu(self.stem(F.pad(x, (1, 0)), masked))[..., :-1]
+        else:
+            h = F.relu(self.stem(x, masked))
         for block in self.blocks:
             h = h + F.relu(block(h, masked))
         if self.attention is not None:
