@@ -76,8 +76,12 @@ class KMeansSegmenter(nn.Module):
         dist = (f * f).sum(1, keepdim=True) - 2 * dot + (c * c).sum(1)[None, :, None, None]
         return [-dist]
 
-    def fit(self, pixels: torch.Tensor, *, seed: int = 0, n_init: int = 3) -> KMeansSegmenter:
-        """Fit the centroids on ``pixels`` (N, F) feature vectors (scikit-learn k-means++)."""
+    def fit(self, pixels: torch.Tensor, *, seed: int = 0, n_init: int = 10) -> KMeansSegmenter:
+        """Fit the centroids on ``pixels`` (N, F) feature vectors (scikit-learn k-means++).
+
+        Several restarts matter: a rare but distinct class (5 % vegetation) is easily merged
+        into a frequent one by a single unlucky initialisation.
+        """
         from sklearn.cluster import KMeans
 
         km = KMeans(n_clusters=self.n_clusters[0], n_init=n_init, random_state=seed)

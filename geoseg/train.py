@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,13 @@ from geoseg.config import TrainConfig, load_config, to_dict
 from geoseg.errors import BadInput
 from geoseg.paths import atomic_output, check_input, check_output, remove
 from geoseg.progress import progress
-from geoseg.train_data import CropSampler, step_generator
+from geoseg.train_data import CropSampler, rng_state, seed_everything, set_rng_state, step_generator
 from geoseg.train_monitor import (
     MetricsLog,
     confusion,
     hungarian_scores,
     joint_stats,
-    write_quicklook,
+    quicklook,
 )
 
 log = logging.getLogger(__name__)
@@ -53,43 +52,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise BadInput("CUDA is not available here; use --device cpu or auto", param="--device")
     return torch.device(device)
-
-
-def rng_state() -> dict[str, Any]:
-    """Global RNG states as tensors and plain types (``weights_only`` loadable)."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, py_gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "gauss": float(gauss),
-        },
-        "python": {"version": version, "state": list(internal), "gauss": py_gauss},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` saved."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _open(store: Any):
@@ -147,8 +109,9 @@ def two_views(
     cfg: TrainConfig,
     rng: np.random.Generator,
     band_names: list[str],
-):
-    """Softmax outputs of the two views, both in x's frame, and the pixels valid in both.
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """Softmax outputs of the two views per sub-head, all in x's frame, and the pixels valid in
+    both views.
 
     IIC: x and g(x); g's geometric part is undone on the second output (g⁻¹), so pixel u of
     both outputs shows the same ground. AC: two different raster-scan orderings, the second
@@ -159,19 +122,23 @@ def two_views(
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     g = sample_transform(gen, cfg.augment, x.shape[0], jitter_bands=optical_bands(band_names))
     x2 = g.apply(x)
+    # baselines have a single sub-head and no all_sub_heads switch
+    kw = {"all_sub_heads": True} if hasattr(model, "select_sub_heads") else {}
     if cfg.method == "ac":
         o1, o2 = (int(o) for o in rng.choice(8, size=2, replace=False))
-        z1 = model(x, ordering=o1)[head]
-        z2 = model(x2, ordering=o2)[head]
+        z1, z2 = model(x, ordering=o1, **kw)[head], model(x2, ordering=o2, **kw)[head]
     else:
-        z1 = model(x)[head]
-        z2 = model(x2)[head]
-    z2 = g.invert(z2.float())
+        z1, z2 = model(x, **kw)[head], model(x2, **kw)[head]
+    if not kw:
+        z1, z2 = [z1], [z2]
     both = g.valid(valid.cpu()).to(valid.device)
-    return F.softmax(z1.float(), 1), F.softmax(z2, 1), both
+    p1 = [F.softmax(z.float(), 1) for z in z1]
+    p2 = [F.softmax(g.invert(z.float()), 1) for z in z2]
+    return p1, p2, both
 
 
 def mi_loss(p1: torch.Tensor, p2: torch.Tensor, valid: torch.Tensor, cfg: TrainConfig):
+    """The configured IIC / AC loss of one pair of views."""
     from geoseg.losses import ac_loss, iic_loss
 
     fn = ac_loss if cfg.method == "ac" else iic_loss
@@ -193,42 +160,46 @@ def evaluate(
 
     The crops and augmentations are the same at every evaluation (stream 3 of steps
     ``0..eval_batches-1``) so the rows of metrics.csv are comparable over time; the global RNGs
-    are not touched, so evaluating never changes the training trajectory.
+    are not touched, so evaluating never changes the training trajectory. Each head keeps the
+    sub-head with the lowest loss (the IIC paper's choice, made without labels).
     """
     model.eval()
     rows = []
     for head, name in enumerate(model.head_names):
-        losses, mis, ents, used, conf = [], [], [], set(), None
+        stats: dict[int, dict[str, Any]] = {}
         for b in range(cfg.schedule.eval_batches):
             batch = sampler.batch(b, stream=3)
             x, valid = batch["image"].to(device), batch["valid"].to(device)
-            p1, p2, both = two_views(
-                model, x, valid, head, cfg, step_generator(cfg.seed, b, 2), sampler.store.band_names
-            )
-            losses.append(float(mi_loss(p1, p2, both, cfg)))
-            mi, ent = joint_stats(p1, p2, both)
-            mis.append(mi)
-            ents.append(ent)
-            pred = p1.argmax(1)
-            used.update(torch.unique(pred[valid]).tolist())
-            if batch["label"] is not None:
-                c = confusion(
-                    pred.cpu().numpy(),
-                    batch["label"].numpy(),
-                    p1.shape[1],
-                    int(batch["label"].max()) or 1,
-                )
-                conf = c if conf is None or conf.shape != c.shape else conf + c
-        acc, miou = hungarian_scores(conf) if conf is not None else (float("nan"),) * 2
+            rng = step_generator(cfg.seed, b, 2)
+            p1s, p2s, both = two_views(model, x, valid, head, cfg, rng, sampler.store.band_names)
+            for sub, (p1, p2) in enumerate(zip(p1s, p2s, strict=True)):
+                st = stats.setdefault(sub, {"loss": [], "mi": [], "ent": [], "used": set()})
+                st["loss"].append(float(mi_loss(p1, p2, both, cfg)))
+                mi, ent = joint_stats(p1, p2, both)
+                st["mi"].append(mi)
+                st["ent"].append(ent)
+                pred = p1.argmax(1)
+                st["used"].update(torch.unique(pred[valid]).tolist())
+                if batch["label"] is not None:
+                    n_true = max(1, len(sampler.store.label_classes) or int(batch["label"].max()))
+                    c = confusion(pred.cpu().numpy(), batch["label"].numpy(), p1.shape[1], n_true)
+                    st["conf"] = st["conf"] + c if "conf" in st else c
+        best = min(stats, key=lambda k: np.mean(stats[k]["loss"]))
+        if len(stats) > 1:
+            selected = model.heads.selected.clone()
+            selected[head] = best
+            model.select_sub_heads(selected.tolist())
+        st = stats[best]
+        acc, miou = hungarian_scores(st["conf"]) if "conf" in st else (float("nan"),) * 2
         rows.append(
             {
                 "step": step,
                 "split": "eval",
                 "head": name,
-                "loss": float(np.mean(losses)),
-                "mi": float(np.mean(mis)),
-                "entropy": float(np.mean(ents)),
-                "clusters_used": len(used),
+                "loss": float(np.mean(st["loss"])),
+                "mi": float(np.mean(st["mi"])),
+                "entropy": float(np.mean(st["ent"])),
+                "clusters_used": len(st["used"]),
                 "hungarian_acc": acc,
                 "miou": miou,
             }
@@ -266,23 +237,6 @@ def checkpoint_dict(
     }
 
 
-@torch.no_grad()
-def quicklook(model, sampler: CropSampler, tiles: list[int], path: Path, device) -> None:
-    """image RGB | clusters (main head) of a few fixed tiles, one PNG per epoch."""
-    model.eval()
-    data = [sampler.tile(i) for i in tiles]
-    clusters = []
-    for d in data:
-        x = d["image"][None].to(device)
-        m = model.size_multiple
-        h, w = x.shape[-2:]
-        x = F.pad(x, (0, (-w) % m, 0, (-h) % m))
-        clusters.append(model(x)[0][0, :, :h, :w].argmax(0).cpu().numpy())
-    path.parent.mkdir(exist_ok=True)
-    write_quicklook(path, data, clusters, band_names=sampler.store.band_names, stats=sampler.stats)
-    model.train()
-
-
 def fit_baseline(
     model, sampler: CropSampler, cfg: TrainConfig, output: Path, dev: torch.device
 ) -> Path:
@@ -318,6 +272,8 @@ def fit_baseline(
         )
         steps = cfg.schedule.steps
     model.eval()
+    for row in evaluate(model, sampler, cfg, dev, steps):
+        metrics.write(**row)
     ckpt = checkpoint_dict(model, None, cfg, sampler, steps, None)
     save_checkpoint(ckpt, output / "last.pt")
     save_checkpoint(ckpt, output / "best.pt")
@@ -434,16 +390,11 @@ def train(
         x = batch["image"].to(dev, non_blocking=True)
         valid = batch["valid"].to(dev, non_blocking=True)
         with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
-            p1, p2, both = two_views(
-                model,
-                x,
-                valid,
-                head,
-                cfg,
-                step_generator(cfg.seed, step, 1),
-                sampler.store.band_names,
-            )
-        loss = mi_loss(p1, p2, both, cfg)
+            rng = step_generator(cfg.seed, step, 1)
+            p1s, p2s, both = two_views(model, x, valid, head, cfg, rng, store.band_names)
+        # sub-heads share the trunk; their losses are averaged (IIC paper)
+        loss = sum(mi_loss(p1, p2, both, cfg) for p1, p2 in zip(p1s, p2s, strict=True))
+        loss = loss / len(p1s)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -453,8 +404,10 @@ def train(
         # log
         bar.update(1)
         if step % sch.log_every == 0:
-            bar.set_postfix(loss=f"{float(loss):.4f}", head=model.head_names[head])
-            metrics.write(step=step, split="train", head=model.head_names[head], loss=float(loss))
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", head=model.head_names[head])
+            metrics.write(
+                step=step, split="train", head=model.head_names[head], loss=float(loss.detach())
+            )
         if step % sch.steps_per_epoch == 0 or step == sch.steps:
             epoch = math.ceil(step / sch.steps_per_epoch)
             quicklook(

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from geoseg.paths import atomic_output
 
@@ -131,3 +132,20 @@ def write_quicklook(
     with atomic_output(path, overwrite=True) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
     return path
+
+
+@torch.no_grad()
+def quicklook(model, sampler, tiles: list[int], path: Path, device) -> None:
+    """image RGB | clusters (main head) of a few fixed tiles, one PNG per epoch."""
+    model.eval()
+    data = [sampler.tile(i) for i in tiles]
+    clusters = []
+    for d in data:
+        x = d["image"][None].to(device)
+        m = model.size_multiple
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, (-w) % m, 0, (-h) % m))
+        clusters.append(model(x)[0][0, :, :h, :w].argmax(0).cpu().numpy())
+    path.parent.mkdir(exist_ok=True)
+    write_quicklook(path, data, clusters, band_names=sampler.store.band_names, stats=sampler.stats)
+    model.train()
