@@ -243,7 +243,10 @@ def describe(path: str | Path, *, stats: bool = True) -> dict:
         from geoseg.tiles import describe_store
 
         return describe_store(text)
-    with open_raster(text) as src:
+    import rasterio
+
+    # PAM off: computing statistics must not leave a .aux.xml beside the user's raster.
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"), open_raster(text) as src:
         names = band_names(src.descriptions)
         info: dict[str, Any] = {
             "path": text,

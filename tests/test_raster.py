@@ -89,6 +89,7 @@ def test_describe_raster_and_vrt(fixtures, tmp_path):
     assert info["crs"] == "EPSG:32611" and info["resolution"] == [0.5, 0.5]
     assert [b["name"] for b in info["bands"]] == ["red", "green", "blue", "nir"]
     np.testing.assert_allclose([b["mean"] for b in info["bands"]], data.mean(axis=(1, 2)))
+    assert not list(fixtures["rgbn"].parent.glob("*.aux.xml"))  # the user's folder stays clean
     vrt = tmp_path / "one.vrt"
     vrt.write_text(
         f'<VRTDataset rasterXSize="128" rasterYSize="96"><VRTRasterBand dataType="Byte" band="1">'
