@@ -391,7 +391,7 @@ def _open_or_create(url: str, attrs: dict, origin: np.ndarray, n_bands: int, dty
             group = zarr.open_group(url, mode="r+")
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             group = None
-        if group is not None:
+        if group is not None and "params" in group.attrs:  # else creation itself was cut short
             same = group.attrs.get("params") == attrs["params"] and "done" in group
             if not same or group["origin"].shape[0] != n:
                 raise BadInput(

@@ -228,3 +228,14 @@ def test_real_crops_tile_and_describe(data_dir, tmp_path, name):
     np.testing.assert_allclose([b["mean"] for b in info["bands"]], data.mean(1))
     raster = describe(path)
     assert raster["count"] == count and raster["crs"] == crs
+
+
+def test_partial_store_with_other_settings_needs_overwrite(fixtures, tmp_path):
+    partial = tmp_path / ".out.zarr.partial"
+    tile(fixtures["rgbn"], partial, tile_size=32, overlap=0)
+    zarr.open_group(str(partial), mode="r+").attrs["complete"] = False
+    with pytest.raises(BadInput, match="other settings") as err:
+        tile(fixtures["rgbn"], tmp_path / "out.zarr", tile_size=64, overlap=0)
+    assert err.value.param == "--output"
+    store = tile(fixtures["rgbn"], tmp_path / "out.zarr", tile_size=64, overlap=0, overwrite=True)
+    assert store.n_tiles == 4 and not partial.exists()
