@@ -154,3 +154,18 @@ def test_cli_train_config_file_unknown_key(store, tmp_path, capsys):
     code, err = _main([store, "-o", tmp_path / "r", "-c", bad], capsys)
     assert code == 2 and "optim.learning_rate" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    from geoseg.config import TrainConfig, load_config
+    from geoseg.models import model_config
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 9
+    for path in configs:
+        cfg = load_config(TrainConfig, path)
+        assert isinstance(cfg.optim.lr, float), path  # "1e-4" would be a YAML string
+        if cfg.method in ("iic", "ac"):
+            model_config(cfg.model)
