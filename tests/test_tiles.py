@@ -239,3 +239,20 @@ def test_partial_store_with_other_settings_needs_overwrite(fixtures, tmp_path):
     assert err.value.param == "--output"
     store = tile(fixtures["rgbn"], tmp_path / "out.zarr", tile_size=64, overlap=0, overwrite=True)
     assert store.n_tiles == 4 and not partial.exists()
+
+
+def test_distributed_scheduler_writes_the_same_store(fixtures, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    local = tile(fixtures["rgbn"], tmp_path / "local.zarr", tile_size=32, overlap=8)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        remote = tile(
+            fixtures["rgbn"],
+            tmp_path / "remote.zarr",
+            tile_size=32,
+            overlap=8,
+            scheduler=cluster.scheduler_address,
+        )
+    np.testing.assert_array_equal(remote.image[:], local.image[:])
+    assert remote.attrs["stats"] == local.attrs["stats"]
