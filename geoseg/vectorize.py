@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,9 +35,6 @@ if TYPE_CHECKING:
     import geopandas
 
 log = logging.getLogger(__name__)
-
-#: attribute columns of every vector output, in order (docs/contracts.md "Vector outputs")
-COLUMNS = ("class", "cluster", "area_m2", "score")
 
 #: output extension → OGR driver ("parquet" is written by geopandas, not OGR)
 FORMATS = {
@@ -70,10 +67,8 @@ class _Pieces:
     def concat(parts: Sequence[_Pieces]) -> _Pieces:
         if not parts:
             return _Pieces()
-        return _Pieces(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
-
-
-_FIELDS = ("geoms", "values", "counts", "prob_sums")
+        names = [f.name for f in fields(_Pieces)]
+        return _Pieces(*(np.concatenate([getattr(p, n) for p in parts]) for n in names))
 
 
 @dataclass(frozen=True)
@@ -160,7 +155,11 @@ def vectorize(
         for col in range(0, width, block_size)
     ]
     tasks = [dask.delayed(_block)(opts, w) for w in windows]
-    results = run_tasks(tasks, scheduler=scheduler, desc="vectorize")
+    with warnings.catch_warnings():
+        # shapes() works on in-memory rasters in pixel coordinates on purpose (the first block's
+        # transform is the identity) and GDAL then says "not georeferenced" from any thread
+        warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio")
+        results = run_tasks(tasks, scheduler=scheduler, desc="vectorize")
     finished = [done for done, _ in results]
     border = _merge(_Pieces.concat([edge for _, edge in results]))
     finished.append(_finish(border, opts))
@@ -343,12 +342,10 @@ def _trace(opts: _Options, window: Window) -> _Pieces:
     counts = np.bincount(labels.ravel(), minlength=len(label_value))
     prob_sums = _probability_sums(opts, window, labels, np.asarray(label_value), present)
     offset = Affine.translation(window.col_off, window.row_off)
-    with warnings.catch_warnings():  # pixel coordinates on purpose: the first block's is identity
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        traced = [
-            (shapely.geometry.shape(g), int(lab))
-            for g, lab in shapes(labels, mask=labels > 0, transform=offset)
-        ]
+    traced = [
+        (shapely.geometry.shape(g), int(lab))
+        for g, lab in shapes(labels, mask=labels > 0, transform=offset)
+    ]
     geoms = np.array([g for g, _ in traced], dtype=object)
     index = np.array([lab for _, lab in traced], np.int64)
     values = np.asarray(label_value, np.int64)[index]
@@ -407,7 +404,10 @@ def _merge(pieces: _Pieces) -> _Pieces:
 def _finish(pieces: _Pieces, opts: _Options) -> dict[str, np.ndarray]:
     """Map pixel polygons to the CRS, filter/clean them in metres, and measure them."""
     a, b, c, d, e, f = opts.transform[:6]
-    world = shapely.transform(pieces.geoms, lambda xy: xy @ np.array([[a, d], [b, e]]) + (c, f))
+    # canonical ring start and orientation: simplification then cannot depend on where block
+    # borders cut a polygon
+    geoms = shapely.normalize(pieces.geoms)
+    world = shapely.transform(geoms, lambda xy: xy @ np.array([[a, d], [b, e]]) + (c, f))
     metric = _reproject(world, opts, to_metric=True)
     keep = shapely.area(metric) >= opts.min_area
     world, metric, kept = world[keep], metric[keep], pieces.take(keep)
