@@ -225,8 +225,9 @@ class PairTransform:
         else:
             m = mask.reshape(mask.shape[0], 1, *mask.shape[-2:]).float()
         back = self.invert(self.geometric(m))
-        # bilinear weights of fully valid neighbourhoods sum to 1 up to rounding
-        return ((back > 1 - 1e-4) & (m > 0.5))[:, 0]
+        # fully valid neighbourhoods give 1 up to float32 rounding (~1e-7); anything lower
+        # had a non-negligible weight on padding or nodata
+        return ((back > 1 - 1e-5) & (m > 0.5))[:, 0]
 
 
 def sample_transform(
