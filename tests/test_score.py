@@ -110,7 +110,13 @@ def test_proposal_takes_best_unmatched_truth():
     # then finds its best truth taken and the remaining one below the threshold (IoU 0.05)
     matched, best = match_greedy(np.array(props), np.array([0.9, 0.5]), np.array(truth))
     assert matched.tolist() == [0, -1]
-    assert 0 < best[1] < 0.5
+    assert best[0] == pytest.approx(90 / 110)
+    # with no threshold the leftover pair counts, and its exact IoU is reported
+    matched, best = match_greedy(
+        np.array(props), np.array([0.9, 0.5]), np.array(truth), iou_threshold=0.0
+    )
+    assert matched.tolist() == [0, 1]
+    assert best[1] == pytest.approx(10 / 190)
 
 
 def test_bow_tie_proposal_is_repaired_and_scored(tmp_path):

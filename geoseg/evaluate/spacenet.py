@@ -62,7 +62,8 @@ def match_greedy(
     """Match proposals to truth polygons the SpaceNet way.
 
     Candidate pairs come from one STRtree query over all truth polygons, so the cost grows with
-    the number of overlapping pairs, not with proposals × truth.
+    the number of overlapping pairs, not with proposals × truth; pairs whose IoU cannot reach
+    the threshold (by areas and bounding boxes) are never intersected.
 
     Args:
         proposals: shapely polygons (valid), one per proposal.
@@ -73,19 +74,32 @@ def match_greedy(
 
     Returns:
         ``(matched, best_iou)``: per proposal the index of its truth polygon or -1 (false
-        positive), and the IoU with the best still-unmatched truth polygon when it was visited.
+        positive), and the IoU with the best still-unmatched truth polygon when it was visited
+        (0 for a false positive no truth polygon could have matched).
     """
     n_prop = len(proposals)
     matched = np.full(n_prop, -1, dtype=np.int64)
     best_iou = np.zeros(n_prop)
     if n_prop == 0 or len(truth) == 0:
         return matched, best_iou
-    p_idx, t_idx = shapely.STRtree(truth).query(proposals, predicate="intersects")
+    p_idx, t_idx = shapely.STRtree(truth).query(proposals)  # bounding boxes overlap
     if prop_group is not None and truth_group is not None:
         same = prop_group[p_idx] == truth_group[t_idx]
         p_idx, t_idx = p_idx[same], t_idx[same]
+    p_area, t_area = shapely.area(proposals), shapely.area(truth)
+    # Exact intersections dominate the cost, so skip pairs that cannot reach the threshold:
+    # the intersection is at most the smaller area and at most the bounding boxes' overlap.
+    pb, tb = shapely.bounds(proposals)[p_idx], shapely.bounds(truth)[t_idx]
+    overlap = np.clip(np.minimum(pb[:, 2], tb[:, 2]) - np.maximum(pb[:, 0], tb[:, 0]), 0, None)
+    overlap *= np.clip(np.minimum(pb[:, 3], tb[:, 3]) - np.maximum(pb[:, 1], tb[:, 1]), 0, None)
+    bound = np.minimum(overlap, np.minimum(p_area[p_idx], t_area[t_idx]))
+    union_lo = p_area[p_idx] + t_area[t_idx] - bound
+    possible = bound >= iou_threshold * union_lo
+    if iou_threshold > 0:
+        possible &= bound > 0
+    p_idx, t_idx = p_idx[possible], t_idx[possible]
     inter = shapely.area(shapely.intersection(proposals[p_idx], truth[t_idx]))
-    union = shapely.area(proposals)[p_idx] + shapely.area(truth)[t_idx] - inter
+    union = p_area[p_idx] + t_area[t_idx] - inter
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     rank = np.empty(n_prop, dtype=np.int64)
     rank[np.argsort(-np.asarray(confidence, dtype=float), kind="stable")] = np.arange(n_prop)
