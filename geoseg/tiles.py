@@ -131,13 +131,21 @@ def _source_attrs(scene: Scene) -> dict:
 
 
 def _histogram(values: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Sparse exact histogram ``(values, counts)`` of one band's valid pixels."""
+    """Sparse histogram ``(values, counts)`` of one band's valid pixels.
+
+    Exact for 8/16-bit integers (the imagery geoseg targets). Other types (float reflectance,
+    int32) are rounded to 11 significant bits first, so the number of distinct values, and the
+    memory of merging them, stays bounded (< 2**20) whatever the scene size; their statistics
+    are then within 0.05 % (relative) of the exact ones.
+    """
     if dtype.kind in "ui" and dtype.itemsize <= 2:
         offset = -int(np.iinfo(dtype).min)
         counts = np.bincount(values.astype(np.int64) + offset, minlength=1)
         nz = np.nonzero(counts)[0]
         return nz - offset, counts[nz]
-    uniq, counts = np.unique(values.astype(np.float64), return_counts=True)
+    bits = values[np.isfinite(values)].astype(np.float32).view(np.uint32)
+    rounded = ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+    uniq, counts = np.unique(rounded.astype(np.float64), return_counts=True)
     return uniq, counts
 
 

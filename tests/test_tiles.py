@@ -256,3 +256,22 @@ def test_distributed_scheduler_writes_the_same_store(fixtures, tmp_path):
         )
     np.testing.assert_array_equal(remote.image[:], local.image[:])
     assert remote.attrs["stats"] == local.attrs["stats"]
+
+
+def test_float_stats_are_close_and_bounded(make_raster, tmp_path):
+    rng = np.random.default_rng(1)
+    image = rng.gamma(2.0, 0.1, size=(2, 60, 70)).astype(np.float32)
+    image[:, :5, :5] = np.nan
+    store = tile(
+        make_raster("f.tif", image, nodata=float("nan")),
+        tmp_path / "s.zarr",
+        tile_size=32,
+        overlap=8,
+    )
+    flat = image.reshape(2, -1)
+    flat = flat[:, ~np.isnan(flat).all(0)].astype(np.float64)
+    np.testing.assert_allclose(store.stats["mean"], flat.mean(1), rtol=1e-3)
+    np.testing.assert_allclose(store.stats["std"], flat.std(1), rtol=1e-3)
+    expected = np.percentile(flat, 98, axis=1, method="inverted_cdf")
+    np.testing.assert_allclose(store.stats["p98"], expected, rtol=1e-3)
+    assert store.image.dtype == np.float32 and not store.read(0)["valid"][:5, :5].any()
