@@ -273,6 +273,64 @@ def describe(path: str | Path, *, stats: bool = True) -> dict:
     return info
 
 
+class StackReader:
+    """One raster, or several rasters on one grid read as one multiband source.
+
+    Single-band files of one scene (``*-R.tif``, ``*-G.tif``, ...) are stacked window by window
+    instead of through a temporary VRT, so nothing is written and dask workers need only the
+    file paths.
+
+    Args:
+        paths: the rasters, in band order.
+        descriptions: band names for the stack (else the files' own descriptions).
+        param: the argument named in errors.
+    """
+
+    def __init__(
+        self, paths: Sequence[str], descriptions: Sequence[str] | None = None, param="INPUT"
+    ):
+        self.datasets = []
+        for p in paths:
+            self.datasets.append(open_raster(p, param=param))
+        self.src = first = self.datasets[0]
+        for ds in self.datasets[1:]:
+            if (ds.width, ds.height, ds.transform, ds.crs) != (
+                first.width, first.height, first.transform, first.crs,
+            ):  # fmt: skip
+                self.close()
+                raise BadInput(
+                    f"{ds.name} is not on the grid of {first.name}; a band stack needs one grid",
+                    param=param,
+                )
+        #: (dataset, band index) of every band of the stack, in order
+        self.band_map = [(ds, i) for ds in self.datasets for i in range(1, ds.count + 1)]
+        self.descriptions = tuple(
+            descriptions or (d for ds in self.datasets for d in ds.descriptions)
+        )
+
+    def read(
+        self, window, bands: Sequence[int], nodata: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :func:`read_window`, with ``bands`` numbered across the stack."""
+        if len(self.datasets) == 1:
+            return read_window(self.src, window, bands, nodata)
+        parts = [
+            read_window(ds, window, [i], nodata) for ds, i in (self.band_map[b - 1] for b in bands)
+        ]
+        # all-bands nodata semantics across files: invalid only where every band says so
+        return np.concatenate([p[0] for p in parts]), np.any([p[1] for p in parts], axis=0)
+
+    def close(self) -> None:
+        for ds in self.datasets:
+            ds.close()
+
+    def __enter__(self) -> StackReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 # --- COG writing (owned by the predict work) -------------------------------------------------
 
 #: GDAL block cache while copying to COG: bounded so peak memory does not grow with the scene

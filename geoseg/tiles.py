@@ -27,7 +27,7 @@ from geoseg import __version__
 from geoseg.errors import BadInput, OutputExists
 from geoseg.layouts import LabelReader, Scene, find_scenes, label_classes
 from geoseg.paths import check_output, remove
-from geoseg.raster import band_names, open_raster, read_window, resolve_bands
+from geoseg.raster import StackReader, band_names, resolve_bands
 
 log = logging.getLogger(__name__)
 
@@ -69,44 +69,12 @@ def _owned(starts: list[int], start: int, n: int) -> tuple[int, int]:
 # --- sources --------------------------------------------------------------------------------
 
 
-class _SceneReader:
-    """An open scene: one raster, or a stack of single-band rasters read window by window."""
-
-    def __init__(self, scene: Scene):
-        self.datasets = [open_raster(p) for p in scene.images]
-        first = self.datasets[0]
-        for ds in self.datasets[1:]:
-            if (ds.width, ds.height, ds.transform, ds.crs) != (
-                first.width, first.height, first.transform, first.crs,
-            ):  # fmt: skip
-                raise BadInput(
-                    f"{ds.name} is not on the grid of {first.name}; a band stack needs one grid",
-                    param="INPUT",
-                )
-        # (dataset, band index) of every band of the scene, in order
-        self.band_map = [(ds, i) for ds in self.datasets for i in range(1, ds.count + 1)]
-        self.descriptions = scene.descriptions or tuple(
-            d for ds in self.datasets for d in ds.descriptions
-        )
-        self.src = first
-
-    def read(self, window, bands: Sequence[int], nodata: Any) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.datasets) == 1:
-            return read_window(self.src, window, bands, nodata)
-        parts = [
-            read_window(ds, window, [i], nodata) for ds, i in (self.band_map[b - 1] for b in bands)
-        ]
-        data = np.concatenate([p[0] for p in parts])
-        # all-bands nodata semantics: a pixel is invalid only if every band says so
-        return data, np.any([p[1] for p in parts], axis=0)
-
-    def close(self) -> None:
-        for ds in self.datasets:
-            ds.close()
+def _reader(scene: Scene) -> StackReader:
+    return StackReader(scene.images, scene.descriptions)
 
 
 def _source_attrs(scene: Scene) -> dict:
-    reader = _SceneReader(scene)
+    reader = _reader(scene)
     try:
         src = reader.src
         return {
@@ -188,12 +156,12 @@ def _scan(scenes, windows, bands, nodata, tile_size, overlap) -> tuple[list, lis
     """Read-only pass over a batch: valid pixel count per window, histograms over owned pixels."""
     from rasterio.windows import Window
 
-    readers: dict[int, _SceneReader] = {}
+    readers: dict[int, StackReader] = {}
     hists: list[list[tuple[np.ndarray, np.ndarray]]] = []
     n_valid = []
     try:
         for s, row, col in windows:
-            reader = readers.get(s) or readers.setdefault(s, _SceneReader(scenes[s]))
+            reader = readers.get(s) or readers.setdefault(s, _reader(scenes[s]))
             h, w = reader.src.height, reader.src.width
             data, valid = reader.read(Window(col, row, tile_size, tile_size), bands, nodata)
             n_valid.append(int(valid.sum()))
@@ -214,11 +182,11 @@ def _write(url, scenes, tiles, start, bands, nodata, tile_size, labels) -> int:
     from rasterio.windows import Window
 
     group = zarr.open_group(url, mode="r+")
-    readers: dict[int, _SceneReader] = {}
+    readers: dict[int, StackReader] = {}
     label_readers: dict[int, LabelReader] = {}
     try:
         for k, (s, row, col) in enumerate(tiles):
-            reader = readers.get(s) or readers.setdefault(s, _SceneReader(scenes[s]))
+            reader = readers.get(s) or readers.setdefault(s, _reader(scenes[s]))
             window = Window(col, row, tile_size, tile_size)
             data, valid = reader.read(window, bands, nodata)
             group["image"][start + k] = data
