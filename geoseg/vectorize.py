@@ -321,54 +321,53 @@ def _block(opts: _Options, window: Window) -> tuple[dict[str, np.ndarray], _Piec
 
 
 def _trace(opts: _Options, window: Window) -> _Pieces:
-    """Label each class's 4-connected components and trace them in global pixel coordinates."""
+    """Trace one block's 4-connected regions of equal value, in global pixel coordinates."""
     from rasterio.features import shapes
-    from scipy import ndimage
 
     with rasterio.open(opts.raster) as src:
         data = src.read(1, window=window)
         valid = src.read_masks(1, window=window) > 0
     if opts.values is not None:
         valid &= np.isin(data, opts.values)
-    present = np.unique(data[valid])
-    labels = np.zeros(data.shape, np.int32)
-    label_value = [0]
-    for value in present:
-        comp, n = ndimage.label(valid & (data == value))
-        labels[comp > 0] = comp[comp > 0] + (len(label_value) - 1)
-        label_value.extend([int(value)] * n)
-    if len(label_value) == 1:
+    if not valid.any():
         return _Pieces()
-    counts = np.bincount(labels.ravel(), minlength=len(label_value))
-    prob_sums = _probability_sums(opts, window, labels, np.asarray(label_value), present)
+    if data.dtype.name not in ("uint8", "uint16", "int16", "int32"):  # what GDAL traces
+        data = data.astype(np.int32)
     offset = Affine.translation(window.col_off, window.row_off)
-    traced = [
-        (shapely.geometry.shape(g), int(lab))
-        for g, lab in shapes(labels, mask=labels > 0, transform=offset)
-    ]
-    geoms = np.array([g for g, _ in traced], dtype=object)
-    index = np.array([lab for _, lab in traced], np.int64)
-    values = np.asarray(label_value, np.int64)[index]
-    return _Pieces(geoms, values, counts[index], prob_sums[index])
+    traced = list(shapes(data, mask=valid, transform=offset))
+    geoms = np.array([shapely.geometry.shape(g) for g, _ in traced], dtype=object)
+    values = np.array([int(v) for _, v in traced], np.int64)
+    counts = np.rint(shapely.area(geoms)).astype(np.int64)  # unit pixels: area is the count
+    return _Pieces(geoms, values, counts, _probability_sums(opts, window, geoms, values, offset))
 
 
-def _probability_sums(opts, window, labels, label_value, present) -> np.ndarray:
-    """Sum of the class probability over each labelled component (NaN without probabilities)."""
+def _probability_sums(opts, window, geoms, values, offset) -> np.ndarray:
+    """Sum of the class probability inside each polygon (NaN without probabilities).
+
+    Pixel-aligned polygons rasterise back exactly (pixel centres never lie on an edge), which
+    gives every pixel its polygon in one GDAL pass whatever the number of classes.
+    """
     if opts.probabilities is None:
-        return np.full(len(label_value), np.nan)
-    sums = np.zeros(len(label_value))
+        return np.full(len(geoms), np.nan)
+    from rasterio.features import rasterize
+
+    shape = (int(window.height), int(window.width))
+    pairs = zip(geoms, range(1, len(geoms) + 1), strict=True)
+    ids = rasterize(pairs, shape, transform=offset, dtype="int32")
+    sums = np.zeros(len(geoms) + 1)
     with rasterio.open(opts.probabilities) as prob:
-        for value in present:
-            band = 1 if prob.count == 1 else int(value) + 1
-            if band > prob.count:
-                raise BadInput(
-                    f"no band {band} for class {value} in the {prob.count}-band probabilities",
-                    param="--probabilities",
-                )
-            p = prob.read(band, window=window).astype(np.float64)
-            mine = label_value[labels] == value
-            sums += np.bincount(labels[mine], weights=p[mine], minlength=len(label_value))
-    return sums
+        bands = np.ones_like(values) if prob.count == 1 else values + 1
+        if bands.max() > prob.count:
+            raise BadInput(
+                f"class {bands.max() - 1} has no band in the {prob.count}-band probabilities",
+                param="--probabilities",
+            )
+        pixel_band = np.concatenate([[0], bands])[ids]
+        for band in np.unique(bands):
+            mine = pixel_band == band
+            p = prob.read(int(band), window=window).astype(np.float64)
+            sums += np.bincount(ids[mine], weights=p[mine], minlength=len(sums))
+    return sums[1:]
 
 
 def _merge(pieces: _Pieces) -> _Pieces:

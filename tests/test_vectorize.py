@@ -122,20 +122,25 @@ def test_classes_names_and_attributes(tmp_path):
     assert set(listed["class"]) == {"tree"} and len(listed) == 4
 
 
-def test_score_is_mean_probability_across_blocks(tmp_path):
+@pytest.mark.parametrize("n_bands", [1, 5])
+def test_score_is_mean_probability_across_blocks(tmp_path, n_bands):
+    """One band serves every class; with one band per cluster, class v reads band v + 1."""
     a = cross_shapes()
-    rng = np.random.default_rng(2)
-    probs = rng.random(a.shape).astype(np.float32)
+    probs = np.random.default_rng(2).random((n_bands, *a.shape)).astype(np.float32)
     path = write(tmp_path / "c.tif", a)
     prob_path = tmp_path / "p.tif"
     with rasterio.open(path) as src:
-        profile = src.profile | {"dtype": "float32", "nodata": None}
+        profile = src.profile | {"dtype": "float32", "nodata": None, "count": n_bands}
     with rasterio.open(prob_path, "w", **profile) as dst:
-        dst.write(probs, 1)
+        dst.write(probs)
     gdf = vectorize(path, classes=[1, 2], probabilities=prob_path, block_size=5)
     for value in (1, 2):
         score = gdf[gdf.cluster == value].score.iloc[0]
-        assert score == pytest.approx(probs[a == value].mean(), rel=1e-6)
+        band = probs[0 if n_bands == 1 else value]
+        assert score == pytest.approx(band[a == value].mean(), rel=1e-6)
+    if n_bands == 5:
+        with pytest.raises(BadInput, match="--probabilities"):
+            vectorize(write(tmp_path / "x.tif", a * 3), probabilities=prob_path)
 
 
 def test_min_area_in_square_metres_on_4326(tmp_path):
