@@ -77,6 +77,8 @@ def _source_attrs(scene: Scene) -> dict:
     reader = _reader(scene)
     try:
         src = reader.src
+        if scene.label:
+            LabelReader(scene.label, src, {}).close()  # a label grid mismatch fails before writing
         return {
             "path": scene.path,
             "paths": list(scene.images),

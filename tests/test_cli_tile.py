@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -68,3 +69,12 @@ def test_existing_output_needs_overwrite_end_to_end(fixtures, tmp_path):
         ["geoseg", "info", str(tmp_path / "x.tif")], capture_output=True, text=True
     )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_label_raster_on_another_grid_fails_before_writing(fixtures, make_raster, tmp_path, capsys):
+    labels = make_raster("small_labels.tif", np.ones((1, 10, 10), np.uint8))
+    with pytest.raises(SystemExit) as exit_:
+        main(["-q", "tile", str(fixtures["rgbn"]), "-o", str(tmp_path / "s.zarr"),
+              "--labels", str(labels), "--tile-size", "16"])  # fmt: skip
+    assert exit_.value.code == 2 and "--labels" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.zarr")) and not list(tmp_path.glob(".*partial*"))

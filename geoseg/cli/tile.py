@@ -51,6 +51,7 @@ def cli(
 
     INPUT may be GeoTIFFs (or any GDAL raster), folders of them, single-band R/G/B/N files of
     one scene, or a SpaceNet AOI, Inria or ISPRS Potsdam folder (labels found by layout).
+    Defaults: 256 px tiles overlapping by 32 px (a quarter of the tile for tiles under 128 px).
     Rerunning an interrupted command resumes it.
     """
     from geoseg.tiles import tile
@@ -60,7 +61,7 @@ def cli(
         output,
         bands=bands,
         tile_size=tile_size or 256,
-        overlap=32 if overlap is None else overlap,
+        overlap=min(32, (tile_size or 256) // 4) if overlap is None else overlap,
         labels=labels,
         min_valid=min_valid,
         nodata=nodata,
