@@ -221,28 +221,22 @@ def write_polygons(
 def _resolve_classes(
     classes: Mapping[str, int] | Sequence[int] | None, class_names: Mapping[int, str] | None
 ) -> tuple[tuple[int, ...] | None, dict[int, str]]:
+    """``(values to polygonise, None for all; {value: name})``."""
     names = {int(v): str(n) for v, n in (class_names or {}).items()}
     if classes is None:
         return None, names
-    if isinstance(classes, Mapping):
-        pairs = [(str(n), v) for n, v in classes.items()]
-    else:
-        pairs = [(None, v) for v in classes]
-    values = []
-    for name, value in pairs:
-        try:
-            value = int(value)
-        except (TypeError, ValueError):
-            raise BadInput(
-                f"class value {value!r} is not an integer (e.g. --class building=1)",
-                param="--class",
-            ) from None
-        values.append(value)
-        if name is not None:
-            names[value] = name
-    if not values:
+    pairs = classes.items() if isinstance(classes, Mapping) else [(None, v) for v in classes]
+    try:
+        named = {int(value): name for name, value in pairs}
+    except (TypeError, ValueError):
+        raise BadInput(
+            f"class values must be integers, not {classes!r} (e.g. --class building=1)",
+            param="--class",
+        ) from None
+    if not named:
         raise BadInput("no class values given; pass e.g. --class building=1", param="--class")
-    return tuple(values), names
+    names.update({value: str(name) for value, name in named.items() if name is not None})
+    return tuple(named), names
 
 
 def _options(raster, probabilities, values, min_area, simplify, fill_holes, regularize) -> _Options:
