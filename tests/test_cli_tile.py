@@ -59,12 +59,12 @@ def test_bad_input_exits_2_naming_the_argument(fixtures, tmp_path, capsys, args,
 
 def test_existing_output_needs_overwrite_end_to_end(fixtures, tmp_path):
     out = tmp_path / "s.zarr"
-    cmd = ["geoseg", "-q", "tile", str(fixtures["rgbn"]), "-o", str(out), "--tile-size", "64"]
-    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
-    again = subprocess.run(cmd, capture_output=True, text=True)
+    args = ["tile", str(fixtures["rgbn"]), "-o", str(out), "--tile-size", "64"]
+    assert run(*args).exit_code == 0
+    again = subprocess.run(["geoseg", "-q", *args], capture_output=True, text=True)
     assert again.returncode == 2
     assert again.stderr.strip().count("\n") == 0 and "--overwrite" in again.stderr
-    assert subprocess.run([*cmd, "--overwrite"], capture_output=True).returncode == 0
+    assert run(*args, "--overwrite").exit_code == 0
     missing = subprocess.run(
         ["geoseg", "info", str(tmp_path / "x.tif")], capture_output=True, text=True
     )
