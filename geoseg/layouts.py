@@ -33,7 +33,7 @@ VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet"}
 
 #: Imagery folder names of SpaceNet releases, most useful (most bands) first.
 SPACENET_IMAGERY = ("MUL-PanSharpen", "PS-MS", "PS-RGBNIR", "RGB-PanSharpen", "PS-RGB", "MUL")
-SPACENET_LABELS = ("geojson/buildings", "geojson_buildings", "geojson/buildings_geojson")
+SPACENET_LABELS = ("geojson/buildings", "geojson_buildings", "geojson/spacenet-buildings")
 
 #: Suffix of a single-band file → (position in the stack, band name).
 _STACK_BANDS = {
