@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -139,8 +139,14 @@ def vectorize(
     if output is not None:
         output_format(output)
         check_output(output, overwrite=overwrite)
-    if min_area < 0 or simplify < 0 or (fill_holes is not True and float(fill_holes) < 0):
-        raise BadInput("sizes must be >= 0 (m² or m)", param="--min-area/--simplify/--max-hole")
+    max_hole = 0.0 if fill_holes is True else float(fill_holes)
+    for value, param in (
+        (min_area, "--min-area"),
+        (simplify, "--simplify"),
+        (max_hole, "--max-hole"),
+    ):
+        if value < 0:
+            raise BadInput(f"{value} is negative; pass a size >= 0 (m² or m)", param=param)
     if block_size < 1:
         raise BadInput(
             f"block size {block_size} must be a positive number of pixels", param="--block-size"
@@ -466,7 +472,9 @@ def _regularize(geoms: np.ndarray) -> np.ndarray:
     return np.where(iou > REGULARIZE_MIN_IOU, rect, geoms)
 
 
-def _to_frame(parts: list[dict[str, np.ndarray]], names: dict[int, str], opts: _Options) -> Any:
+def _to_frame(
+    parts: list[dict[str, np.ndarray]], names: dict[int, str], opts: _Options
+) -> geopandas.GeoDataFrame:
     import geopandas as gpd
     import pandas as pd
 

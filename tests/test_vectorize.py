@@ -240,6 +240,8 @@ def test_library_refuses_bad_input(tmp_path):
         vectorize(path, tmp_path / "out.shp")
     with pytest.raises(BadInput, match="INPUT"):
         vectorize(tmp_path / "missing.tif")
+    with pytest.raises(BadInput, match="--min-area"):
+        vectorize(path, min_area=-1)
     rgb = write(tmp_path / "f.tif", np.zeros((4, 4), np.float32), nodata=None)
     with pytest.raises(BadInput, match="integer class raster"):
         vectorize(rgb)
