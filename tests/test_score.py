@@ -285,3 +285,44 @@ def test_cli_json_to_stdout(data_dir):
         check=True,
     )
     assert json.loads(res.stdout)["total"]["tp"] == 2319
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".fgb", ".parquet", ".geojson"])
+def test_vector_formats_read_alike(data_dir, tmp_path, suffix):
+    pred = gpd.read_file(data_dir / "scoring/pred.geojson")
+    path = tmp_path / f"pred{suffix}"
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow", reason="GeoParquet needs pyarrow")
+        pred.to_parquet(path)
+    else:
+        pred.to_file(path)
+    r = score(path, data_dir / "scoring/gt.geojson", min_area=0)
+    assert (r.total["tp"], r.total["fp"], r.total["fn"]) == (8, 20, 20)
+
+
+def test_parquet_without_pyarrow_is_a_clear_error(data_dir, tmp_path):
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        (tmp_path / "p.parquet").write_bytes(b"PAR1")
+        with pytest.raises(BadInput, match="pyarrow"):
+            score(tmp_path / "p.parquet", data_dir / "scoring/gt.geojson")
+    else:
+        pytest.skip("pyarrow is installed")
+
+
+def test_no_proposals_gives_all_false_negatives(data_dir, tmp_path):
+    truth = gpd.read_file(data_dir / "scoring/gt.geojson")
+    truth.iloc[:0].to_file(tmp_path / "empty.gpkg")
+    r = score(tmp_path / "empty.gpkg", data_dir / "scoring/gt.geojson", min_area=0)
+    assert (r.total["tp"], r.total["fp"], r.total["fn"]) == (0, 0, len(truth))
+    assert r.total["f1"] == 0.0
+
+
+def test_pixel_csv_layers_have_image_ids(data_dir, tmp_path):
+    d = data_dir / "scoring"
+    r = score(d / "sample_preds_competition.csv", d / "sample_truth_competition.csv")
+    r.write_layers(tmp_path / "layers.gpkg")
+    tp = gpd.read_file(tmp_path / "layers.gpkg", layer="tp")
+    assert len(tp) == 2319 and tp.crs is None
+    assert set(tp["image_id"]) == set(r.per_image["image_id"])
