@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -348,7 +349,7 @@ def predict(
         "%s: %d blocks of ~%d px, tiles %d px (overlap %d), %d clusters, head %d, %s",
         raster, len(blocks), block_size, tile, overlap, n_classes, head, dev,
     )  # fmt: skip
-
+    start = time.perf_counter()
     with ExitStack() as stack:
         stitched = {role: temporary_name(paths[role]) for role in rasters}
         stack.callback(lambda: [remove(p) for p in stitched.values()])
@@ -392,6 +393,11 @@ def predict(
         for dst in dsts.values():
             dst.close()
         _finish(paths, stitched, named, n_classes, overwrite)
+    seconds = time.perf_counter() - start
+    pixels = sum((b.rows[1] - b.rows[0]) * (b.cols[1] - b.cols[0]) for b in blocks)
+    log.info(
+        "predicted %.1f Mpx in %.1f s (%.2f Mpx/s)", pixels / 1e6, seconds, pixels / seconds / 1e6
+    )
     return paths
 
 

@@ -13,7 +13,7 @@ from make_fixtures import synthetic_scene
 
 from geoseg.blend import blend_block, blend_weight, plan_blocks, tile_origins
 from geoseg.checkpoint import build_from_spec, save_checkpoint
-from geoseg.cli import group
+from geoseg.cli import group, main
 from geoseg.errors import BadInput, OutputExists
 from geoseg.predict import predict, predict_array
 
@@ -256,15 +256,30 @@ def test_checkpoint_mapping_is_used_without_class_option(tmp_path, scene):
         (["notes.txt"], "not a raster"),
         (["scene.tif", "--model", "notes.txt"], "not a geoseg checkpoint"),
         (["rgb.tif"], "3 bands but the model expects 4"),
+        (["scene.tif", "--class", "building"], "NAME=ID"),
     ],
 )
-def test_cli_bad_input_is_one_line_exit_2(tmp_path, scene, ckpt, make_raster, args, fragment):
+def test_cli_bad_input_is_one_line_exit_2(
+    tmp_path, scene, ckpt, make_raster, monkeypatch, capsys, args, fragment
+):
+    """Through ``geoseg.cli.main`` (the console entry point) in-process: exit code and message."""
     (tmp_path / "notes.txt").write_text("not a raster")
     make_raster("rgb.tif", synthetic_scene(40, 40)[0][:3])
-    cmd = ["geoseg", "predict", *args, "-o", "out"]
+    monkeypatch.chdir(tmp_path)
+    argv = ["-q", "predict", *args, "-o", "out"]
     if "--model" not in args:
-        cmd += ["-m", str(ckpt)]
-    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
-    assert res.returncode == 2, res.stderr
-    errors = [line for line in res.stderr.splitlines() if line.startswith("Error")]
-    assert len(errors) == 1 and fragment in errors[0]
+        argv += ["-m", str(ckpt)]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_console_script_exit_code(tmp_path, make_raster, ckpt):
+    """One real subprocess: the installed ``geoseg`` entry point refuses a band mismatch."""
+    rgb = make_raster("rgb.tif", synthetic_scene(40, 40)[0][:3])
+    cmd = ["geoseg", "-q", "predict", str(rgb), "-m", str(ckpt), "-o", str(tmp_path / "o")]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("Error: RASTER:") and "expects 4" in res.stderr
