@@ -101,6 +101,9 @@ def test_higher_confidence_proposal_wins_even_with_lower_iou(tmp_path):
     assert (r.total["tp"], r.total["fp"], r.total["fn"]) == (1, 1, 0)
     status = dict(zip(r.proposals["confidence"], r.proposals["status"], strict=True))
     assert status == {0.8: "tp", 0.4: "fp"}
+    winner = r.proposals[r.proposals["status"] == "tp"]
+    assert winner["truth_id"].tolist() == r.truth["truth_id"].tolist() == [0]
+    assert r.truth["status"].tolist() == ["tp"]
 
 
 def test_proposal_takes_best_unmatched_truth():

@@ -124,9 +124,10 @@ def match_greedy(
 class ScoreResult:
     """What :func:`score` found: counts per image / AOI / overall, and the classified polygons.
 
-    ``proposals`` has columns image_id, confidence, iou, truth_index, status ("tp"/"fp");
-    ``truth`` has image_id, status ("tp"/"fn"); both in ``crs`` (the truth file's CRS, or None
-    for pixel coordinates).
+    ``proposals`` has columns image_id, confidence, iou, truth_id (the matched truth row, -1
+    for a false positive), status ("tp"/"fp"); ``truth`` has image_id, truth_id, status
+    ("tp"/"fn"). Both are in the truth file's CRS (None for pixel coordinates) and hold only
+    the polygons that passed the area filter.
     """
 
     per_image: pd.DataFrame
@@ -177,7 +178,8 @@ def _metric_crs(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame):
         missing = "PRED" if pred.crs is None else "TRUTH"
         raise BadInput("file has no CRS while the other has one; set its CRS", param=missing)
     crs = truth.crs
-    if not crs.is_projected or crs.axis_info[0].unit_name not in ("metre", "meter"):
+    units = {axis.unit_name for axis in crs.axis_info}
+    if not crs.is_projected or not units <= {"metre", "meter"}:
         valid = truth[~truth.is_empty]
         crs = (valid if len(valid) else pred[~pred.is_empty]).estimate_utm_crs()
         log.info("scoring in %s (metric)", crs.to_string())
@@ -287,8 +289,9 @@ def score(
     }
 
     prop["iou"] = best
-    prop["truth_index"] = matched
+    prop["truth_id"] = matched
     prop["status"] = np.where(matched >= 0, "tp", "fp")
+    true["truth_id"] = np.arange(len(true))
     true["status"] = "fn"
     true.loc[matched[matched >= 0], "status"] = "tp"
     if out_crs is not None:
