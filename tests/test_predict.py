@@ -132,6 +132,19 @@ def test_predict_has_no_seams_between_blocks(tmp_path, scene, ckpt):
     assert (gap[differ] < 2e-3).all()  # float16 storage of the probabilities
 
 
+def test_distributed_scheduler_gives_the_same_map(tmp_path, scene, ckpt):
+    """Blocks computed on a dask.distributed cluster come back and are written by the client."""
+    distributed = pytest.importorskip("distributed")
+    local = predict(scene, ckpt, tmp_path / "local", block_size=64)["clusters"]
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        remote = predict(
+            scene, ckpt, tmp_path / "remote", block_size=64, scheduler=cluster.scheduler_address
+        )["clusters"]
+    np.testing.assert_array_equal(read(local), read(remote))
+
+
 # --- inputs checked before any work ----------------------------------------------------------
 
 
