@@ -90,39 +90,65 @@ def write_raster_style(
     return _write(root, tif_path.with_suffix(".qml"))
 
 
-def write_vector_style(vector_path: str | Path, *, outline_only: bool = True) -> Path:
+def write_vector_style(
+    vector_path: str | Path,
+    *,
+    outline_only: bool = True,
+    classes: Mapping[int, str] | None = None,
+) -> Path:
     """Write ``<stem>.qml`` for a polygon layer: coloured 0.6 mm outlines.
 
     Args:
         vector_path: the GeoPackage / GeoJSON / FlatGeobuf the style belongs to.
         outline_only: no fill (footprints over imagery) instead of a semi-transparent fill.
+        classes: ``{cluster value: name}`` of the layer; with two or more, polygons are
+            categorised by their ``cluster`` field in the raster palette's colours, so a
+            polygon has the colour of the pixels it came from. Otherwise one outline colour.
 
     Returns:
         Path of the written ``.qml``.
     """
-    r, g, b, _ = OUTLINE_RGBA
+    root = _root()
+    attrs = {"symbollevels": "0", "enableorderby": "0", "forceraster": "0", "referencescale": "-1"}
+    if classes is not None and len(classes) > 1:
+        renderer = ET.SubElement(
+            root, "renderer-v2", type="categorizedSymbol", attr="cluster", **attrs
+        )
+        categories = ET.SubElement(renderer, "categories")
+        symbols = ET.SubElement(renderer, "symbols")
+        palette = colour_table(max(classes) + 1)
+        for i, (value, name) in enumerate(sorted(classes.items())):
+            ET.SubElement(
+                categories, "category", render="true", symbol=str(i), value=str(value), label=name
+            )
+            _fill_symbol(symbols, str(i), palette[value], outline_only)
+    else:
+        renderer = ET.SubElement(root, "renderer-v2", type="singleSymbol", **attrs)
+        _fill_symbol(ET.SubElement(renderer, "symbols"), "0", OUTLINE_RGBA, outline_only)
+    ET.SubElement(renderer, "rotation")
+    ET.SubElement(renderer, "sizescale")
+    ET.SubElement(root, "blendMode").text = "0"
+    ET.SubElement(root, "featureBlendMode").text = "0"
+    ET.SubElement(root, "layerGeometryType").text = "2"  # polygon
+    return _write(root, Path(vector_path).with_suffix(".qml"))
+
+
+def _fill_symbol(
+    symbols: ET.Element, name: str, rgba: tuple[int, int, int, int], outline_only: bool
+) -> None:
+    """A QGIS fill symbol: an ``rgba`` outline, and no fill or a faint fill of the same colour."""
+    r, g, b, _ = rgba
     props = {
         "color": "0,0,0,0" if outline_only else f"{r},{g},{b},{FILL_ALPHA}",
         "style": "no" if outline_only else "solid",
-        "outline_color": ",".join(map(str, OUTLINE_RGBA)),
+        "outline_color": ",".join(map(str, rgba)),
         "outline_style": "solid",
         "outline_width": str(OUTLINE_WIDTH_MM),
         "outline_width_unit": "MM",
         "joinstyle": "miter",
     }
-    root = _root()
-    renderer = ET.SubElement(
-        root,
-        "renderer-v2",
-        type="singleSymbol",
-        symbollevels="0",
-        enableorderby="0",
-        forceraster="0",
-        referencescale="-1",
-    )
-    symbols = ET.SubElement(renderer, "symbols")
     symbol = ET.SubElement(
-        symbols, "symbol", name="0", type="fill", alpha="1", clip_to_extent="1", force_rhr="0"
+        symbols, "symbol", name=name, type="fill", alpha="1", clip_to_extent="1", force_rhr="0"
     )
     attrs = {"class": "SimpleFill", "enabled": "1", "locked": "0", "pass": "0"}
     layer = ET.SubElement(symbol, "layer", attrs)
@@ -132,12 +158,6 @@ def write_vector_style(vector_path: str | Path, *, outline_only: bool = True) ->
     # the older <prop> form too, as QGIS 3.22 itself writes both
     for key, value in props.items():
         ET.SubElement(layer, "prop", k=key, v=value)
-    ET.SubElement(renderer, "rotation")
-    ET.SubElement(renderer, "sizescale")
-    ET.SubElement(root, "blendMode").text = "0"
-    ET.SubElement(root, "featureBlendMode").text = "0"
-    ET.SubElement(root, "layerGeometryType").text = "2"  # polygon
-    return _write(root, Path(vector_path).with_suffix(".qml"))
 
 
 def _root() -> ET.Element:

@@ -220,7 +220,10 @@ def write_polygons(
             gpkg = {"layer": path.stem, "dataset_options": {"VERSION": "1.3"}}
             extra = gpkg if driver == "GPKG" else {}
             pyogrio.write_dataframe(gdf, tmp, driver=driver, geometry_type="Polygon", **extra)
-    write_vector_style(path)
+    first = gdf.drop_duplicates("cluster")
+    write_vector_style(
+        path, classes=dict(zip(first["cluster"].tolist(), first["class"], strict=True))
+    )
     return path
 
 

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
-from shapely.geometry import box
 
 from geoseg.raster import colour_table
-from geoseg.styles import OUTLINE_WIDTH_MM, write_raster_style, write_vector_style
+from geoseg.styles import OUTLINE_RGBA, OUTLINE_WIDTH_MM, write_raster_style, write_vector_style
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -26,17 +25,30 @@ import json, os, sys
 from qgis.core import QgsApplication, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtGui import QColor
 app = QgsApplication([], False); app.initQgis()
+
+
+def symbols(renderer):
+    if renderer.type() == "categorizedSymbol":
+        cats = renderer.categories()  # kept alive: symbols of a temporary list dangle
+        items = [(str(c.value()), c.label(), c.symbol()) for c in cats]
+    else:
+        items = [(None, None, renderer.symbol())]
+    layers = [(v, label, s.symbolLayer(0)) for v, label, s in items]
+    argb = QColor.HexArgb
+    return [[v, label, sl.strokeWidth(), sl.strokeColor().name(argb), int(sl.brushStyle())]
+            for v, label, sl in layers]
+
+
+report = {}
 raster = QgsRasterLayer(sys.argv[1], "r")
-vector = QgsVectorLayer(sys.argv[2], "v", "ogr")
-r_msg, r_ok = raster.loadNamedStyle(sys.argv[1][:-4] + ".qml")
-v_msg, v_ok = vector.loadNamedStyle(sys.argv[2][:-5] + ".qml")
-layer = vector.renderer().symbol().symbolLayer(0)
-print(json.dumps({
-    "raster": [r_ok, r_msg, raster.renderer().type(),
-               {c.value: c.color.name(QColor.HexArgb) for c in raster.renderer().classes()}],
-    "vector": [v_ok, v_msg, vector.renderer().type(), layer.strokeWidth(),
-               layer.strokeColor().name(QColor.HexArgb), layer.brushStyle()],
-}))
+msg, ok = raster.loadNamedStyle(sys.argv[1][:-4] + ".qml")
+report["raster"] = [ok, msg, raster.renderer().type(),
+                    {c.value: c.color.name(QColor.HexArgb) for c in raster.renderer().classes()}]
+for path in sys.argv[2:]:
+    vector = QgsVectorLayer(path, "v", "ogr")
+    msg, ok = vector.loadNamedStyle(path.rsplit(".", 1)[0] + ".qml")
+    report[path] = [ok, msg, vector.renderer().type(), symbols(vector.renderer())]
+print(json.dumps(report))
 sys.stdout.flush()
 os._exit(0)  # QGIS may crash tearing down layers after the app; the report is out
 """
@@ -109,32 +121,54 @@ def test_vector_style_outlines(tmp_path, outline_only):
     assert props == {p.get("k"): p.get("v") for p in layer.findall("prop")}
 
 
+def test_vector_style_categories_use_raster_palette(tmp_path):
+    qml = write_vector_style(tmp_path / "all.gpkg", classes={3: "3", 1: "building"})
+    renderer = ET.parse(qml).getroot().find("renderer-v2")
+    assert renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "cluster"
+    cats = renderer.findall("categories/category")
+    assert [(c.get("value"), c.get("label")) for c in cats] == [("1", "building"), ("3", "3")]
+    symbols = {s.get("name"): s for s in renderer.findall("symbols/symbol")}
+    for cat, value in zip(cats, (1, 3), strict=True):
+        layer = symbols[cat.get("symbol")].find("layer")
+        stroke = {o.get("name"): o.get("value") for o in layer.findall("Option/Option")}
+        assert stroke["outline_color"] == ",".join(map(str, colour_table(4)[value]))
+
+
+def argb(rgba) -> str:
+    r, g, b, a = rgba
+    return f"#{a:02x}{r:02x}{g:02x}{b:02x}"
+
+
 def test_styles_load_in_qgis(tmp_path):
+    """Styles as vectorize and predict write them load in QGIS 3.22 and show what we wrote."""
     if not has_qgis():
         pytest.skip("no qgis.core in /usr/bin/python3 (tests/test_qgis.py covers QGIS fully)")
-    import geopandas as gpd
+    from geoseg.vectorize import vectorize
 
     tif = cluster_cog(tmp_path / "clusters.tif", 4)
     write_raster_style(tif, 4)
-    gpkg = tmp_path / "buildings.gpkg"
-    gpd.GeoDataFrame({"cluster": [1]}, geometry=[box(500_000, 3_999_998, 500_002, 4_000_000)],
-                     crs="EPSG:32611").to_file(gpkg)  # fmt: skip
-    write_vector_style(gpkg)
+    single, several = tmp_path / "buildings.gpkg", tmp_path / "all.fgb"
+    vectorize(tif, single, classes={"building": 1})
+    vectorize(tif, several, class_names={1: "building"})
     env = os.environ | {"QT_QPA_PLATFORM": "offscreen"}
     res = subprocess.run(
-        [SYSTEM_PYTHON, "-c", QGIS_PROBE, str(tif), str(gpkg)],
+        [SYSTEM_PYTHON, "-c", QGIS_PROBE, str(tif), str(single), str(several)],
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout.strip().splitlines()[-1])
     ok, message, kind, colours = report["raster"]
-    assert ok, message
-    assert kind == "paletted"
-    expected = {str(v): f"#{a:02x}{r:02x}{g:02x}{b:02x}"
-                for v, (r, g, b, a) in colour_table(4).items()}  # fmt: skip
-    assert {str(int(float(k))): v for k, v in colours.items()} == expected
-    ok, message, kind, width, stroke, brush = report["vector"]
-    assert ok, message
-    assert kind == "singleSymbol" and width == pytest.approx(OUTLINE_WIDTH_MM)
-    assert brush == 0  # Qt.NoBrush: outlines only
-    assert stroke.lower() == "#ffff00aa"
+    assert ok and kind == "paletted", message
+    assert {int(float(k)): v for k, v in colours.items()} == {
+        v: argb(rgba) for v, rgba in colour_table(4).items()
+    }
+    ok, message, kind, symbols = report[str(single)]
+    assert ok and kind == "singleSymbol", message
+    assert symbols == [[None, None, pytest.approx(OUTLINE_WIDTH_MM), argb(OUTLINE_RGBA), 0]]
+    ok, message, kind, symbols = report[str(several)]
+    assert ok and kind == "categorizedSymbol", message
+    palette = colour_table(4)
+    names = {0: "0", 1: "building", 2: "2", 3: "3"}
+    assert symbols == [
+        [str(v), names[v], pytest.approx(OUTLINE_WIDTH_MM), argb(palette[v]), 0] for v in range(4)
+    ]
