@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import geopandas as gpd
 import numpy as np
@@ -264,7 +265,9 @@ def test_cli_exit_codes(tmp_path):
     out = tmp_path / "b.gpkg"
     out.write_text("keep me")
     for args in (["missing.tif", "-o", str(tmp_path / "x.gpkg")], [str(path), "-o", str(out)]):
-        res = subprocess.run(["geoseg", "vectorize", *args], capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, "-m", "geoseg", "vectorize", *args], capture_output=True, text=True
+        )
         assert res.returncode == 2, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
     assert out.read_text() == "keep me"
