@@ -196,3 +196,18 @@ def test_cli_map_then_predict_uses_the_mapping(fixtures, building_labels, tmp_pa
     assert exit_code(res) == 2
     res = CliRunner().invoke(group, ["map", str(tmp_path / "nope.pt"), "--store", "x.zarr"])
     assert exit_code(res) == 2
+
+
+def test_class_names_from_a_text_column(fixtures, tmp_path):
+    with rasterio.open(fixtures["labels"]) as src:
+        lab, transform, crs = src.read(1), src.transform, src.crs
+    names = {BUILDING: "building", VEGETATION: "tree"}
+    rows = [(shape(g), names[int(v)]) for g, v in shapes(lab, transform=transform)
+            if int(v) in names]  # fmt: skip
+    path = tmp_path / "labels.gpkg"
+    gpd.GeoDataFrame({"kind": [n for _, n in rows]}, geometry=[g for g, _ in rows],
+                     crs=crs).to_file(path)  # fmt: skip
+    ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
+    result = fit_mapping(ckpt_path, labels=path, image=fixtures["rgbn"], column="kind")
+    assert result["mapping"]["classes"] == {"building": [1, 4], "tree": [3]}
+    assert result["mapping"]["class_ids"] == {"building": 1, "tree": 2}

@@ -86,7 +86,8 @@ class LabelSource:
 
     Args:
         path: label raster (GeoTIFF, PNG; 1 band of values or 3 bands ISPRS colours) or vector
-            file (polygons burnt with ``column``'s integer values, or 1 without a column).
+            file (polygons burnt with ``column``'s integer values, or 1 without a column; a
+            text column holds class names, numbered 1..n in sorted order).
         grid: the prediction grid.
         column: attribute holding the class value of each polygon.
         fill: value of pixels outside every polygon (0 = unlabelled).
@@ -128,8 +129,13 @@ class LabelSource:
         else:
             values = np.asarray(frame[column])
             if not np.issubdtype(values.dtype, np.number):
-                raise BadInput(f"column {column!r} is not numeric; give integer class values "
-                               "and name them with --names", param="--column")  # fmt: skip
+                # class names in the column: values 1..n in name order, the names kept
+                classes = sorted({str(v) for v in values})
+                if len(classes) > 254:
+                    raise BadInput(f"column {column!r} holds {len(classes)} names; at most 254",
+                                   param="--column")  # fmt: skip
+                self.names = {i: name for i, name in enumerate(classes, start=1)}
+                values = np.searchsorted(classes, values.astype(str)) + 1
             values = values.astype(np.int64)
             if values.min(initial=1) < 1 or values.max(initial=1) > 255:
                 raise BadInput(f"column {column!r} values must be within 1..255",
