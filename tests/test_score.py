@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import geopandas as gpd
 import numpy as np
@@ -263,7 +264,14 @@ def test_cli_bad_options_exit_2(data_dir, extra, message):
 def test_cli_refuses_pixel_csv_against_geojson(data_dir):
     d = data_dir / "scoring"
     res = subprocess.run(
-        ["geoseg", "score", str(d / "sample_preds_competition.csv"), str(d / "gt.geojson")],
+        [
+            sys.executable,
+            "-m",
+            "geoseg",
+            "score",
+            str(d / "sample_preds_competition.csv"),
+            str(d / "gt.geojson"),
+        ],
         capture_output=True,
         text=True,
     )
