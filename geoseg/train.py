@@ -320,14 +320,15 @@ def train(
     else:
         cfg = _config(config, overrides, method)
         check_output(output, overwrite=overwrite)
-        if output.exists():
-            remove(output)
-        output.mkdir()
+    # everything that can reject the inputs runs before the run folder is touched
     dev = resolve_device(device)
     store = _open(store)
-    with atomic_output(output / "config.yaml", overwrite=True) as tmp:
-        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
+    if ckpt is not None and list(ckpt["bands"]) != list(store.bands):
+        raise BadInput(
+            f"the run was trained on bands {ckpt['bands']}, the store has {store.bands}; "
+            "resume on the same store",
+            param="STORE",
+        )
     seed_everything(cfg.seed)
     model = build_from_spec(model_spec(cfg, len(store.bands))).to(dev)
     sampler = CropSampler(
@@ -338,6 +339,13 @@ def train(
         seed=cfg.seed,
         size_multiple=model.size_multiple,
     )
+    if ckpt is None:
+        if output.exists():
+            remove(output)
+        output.mkdir()
+    with atomic_output(output / "config.yaml", overwrite=True) as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
     if cfg.method in BASELINES:
         return fit_baseline(model, sampler, cfg, output, dev)
 

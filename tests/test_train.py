@@ -140,6 +140,12 @@ def test_cli_train_set_override_and_refusals(store, tmp_path, capsys):
         (["--set", "schedule.steps=many"], "schedule.steps"),
         (["--resume"], "last.pt"),
         (["--method", "dbscan"], "--method"),
+        (["--set", "model.widht=0.5"], "model.widht"),
+        pytest.param(
+            ["--device", "cuda"],
+            "--device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a CPU-only host"),
+        ),
     ],
 )
 def test_cli_train_bad_input_exits_2(store, tmp_path, capsys, extra, needle):
