@@ -143,6 +143,22 @@ def test_mapping_from_a_tile_store(fixtures, tmp_path):
     assert sorted(result["mapping"]["classes"].values()) == [[0], [1, 4], [2], [3]]
 
 
+def test_store_of_footprints_treats_unlabelled_as_background(fixtures, building_labels, tmp_path):
+    from geoseg.tiles import tile
+
+    store = tmp_path / "tiles.zarr"
+    tile(fixtures["rgbn"], store, tile_size=32, overlap=0, labels=building_labels,
+         scheduler="sync")  # fmt: skip
+    ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
+    result = fit_mapping(ckpt_path, store=store, output=tmp_path / "m.pt")
+    assert list(result["mapping"]["classes"].values()) == [[1, 4]]
+    assert result["pixels"] == result["tiles"] * 32 * 32  # every valid pixel of the tiles
+    # fill=0: only the roofs count
+    ignored = fit_mapping(ckpt_path, store=store, fill=0, output=tmp_path / "n.pt")
+    assert ignored["tiles"] == result["tiles"]
+    assert 0 < ignored["pixels"] < result["pixels"] / 2
+
+
 def test_existing_mapping_needs_overwrite(fixtures, building_labels, tmp_path):
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
     fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"])

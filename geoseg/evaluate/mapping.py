@@ -108,8 +108,12 @@ def _image_tiles(image, labels, ckpt, *, column, fill, names, max_tiles, seed) -
     return tiles(), len(chosen), source.names
 
 
-def _store_tiles(store, ckpt, *, max_tiles, seed) -> tuple:
-    """Labelled tiles of a tile store (``label`` array), as :func:`_image_tiles`."""
+def _store_tiles(store, ckpt, *, fill, max_tiles, seed) -> tuple:
+    """Labelled tiles of a tile store (``label`` array), as :func:`_image_tiles`.
+
+    A store keeps no difference between "unlabelled" and "outside every polygon" (both 0), so
+    a non-zero ``fill`` is applied to the valid 0 pixels of the chosen tiles.
+    """
     from geoseg.tiles import open_store
 
     tiles_store = open_store(store)
@@ -126,7 +130,10 @@ def _store_tiles(store, ckpt, *, max_tiles, seed) -> tuple:
     def tiles():
         for i in chosen:
             t = tiles_store.read(i)
-            yield t["image"], t["valid"], t["label"]
+            lab = t["label"]
+            if fill:
+                lab = np.where((lab == 0) & t["valid"], np.uint8(fill), lab)
+            yield t["image"], t["valid"], lab
 
     return tiles(), len(chosen), names
 
@@ -159,9 +166,10 @@ def fit_mapping(
         names: label value → class name (default from the labels: vector labels without a
             column are ``1 = building``, a store's ``label_classes``; else ``class_<v>``).
         column: vector labels' class-value column (default: every polygon is 1 = building).
-        fill: vector labels' class value outside polygons in the chosen tiles. Default: a
-            background class that takes clusters but is not stored, right for complete
-            footprints (SpaceNet); 0 leaves those pixels out, for incomplete labels.
+        fill: class value of the pixels outside every polygon (vector labels) or labelled 0
+            (tile store) in the chosen tiles. Default: a background class that takes clusters
+            but is not stored, right for complete footprints (SpaceNet); 0 leaves those
+            pixels out, for incomplete labels. Raster labels keep 0 as unlabelled.
         head: head to map (default the checkpoint's ``head``).
         output: write the mapped checkpoint here instead of updating ``checkpoint``.
         overwrite: see the module docstring.
@@ -195,11 +203,13 @@ def fit_mapping(
         raise BadInput(f"head {head} does not exist; the model has {len(ckpt['n_clusters'])}",
                        param="--head")  # fmt: skip
     skip: tuple[int, ...] = ()
+    if fill is None and (store is not None or Path(labels).suffix.lower() in VECTOR_SUFFIXES):
+        fill, skip = BACKGROUND, (BACKGROUND,)
     if store is not None:
-        tiles, n_tiles, found = _store_tiles(store, ckpt, max_tiles=max_tiles, seed=seed)
+        tiles, n_tiles, found = _store_tiles(store, ckpt, fill=fill, max_tiles=max_tiles, seed=seed)
+        if fill and fill not in found:
+            found[fill] = "background"
     else:
-        if fill is None and Path(labels).suffix.lower() in VECTOR_SUFFIXES:
-            fill, skip = BACKGROUND, (BACKGROUND,)
         tiles, n_tiles, found = _image_tiles(
             image, labels, ckpt, column=column, fill=fill or 0, names=names,
             max_tiles=max_tiles, seed=seed,
