@@ -47,7 +47,7 @@ def format_metrics(result: dict) -> str:
 @click.option(
     "--column",
     default=None,
-    help="Vector labels: integer class column (default: every polygon is 1=building).",
+    help="Vector labels: class column, integers or names (default: every polygon is 1=building).",
 )
 @click.option(
     "--fill",

@@ -50,14 +50,14 @@ from geoseg.cli.options import device_opt, overwrite_opt
 @click.option(
     "--column",
     default=None,
-    help="Vector labels: integer class column (default: every polygon is 1=building).",
+    help="Vector labels: class column, integers or names (default: every polygon is 1=building).",
 )
 @click.option(
     "--fill",
     type=click.IntRange(0, 255),
     default=None,
-    help="Vector labels: class outside polygons in the chosen tiles (default: an "
-    "unstored background, right for complete footprints; 0 = not used).",
+    help="Vector labels / store: class of unlabelled pixels in the chosen tiles (default: "
+    "an unstored background, right for complete footprints; 0 = not used).",
 )
 @click.option(
     "--head", type=click.IntRange(0), default=None, help="Head to map (default: the checkpoint's)."
