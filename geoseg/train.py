@@ -245,8 +245,9 @@ def fit_baseline(
 
     metrics = MetricsLog(output / "metrics.csv")
     if cfg.method == "kmeans":
-        n_tiles = sampler.tiles[:: max(1, sampler.tiles.size // 256)]
-        tiles = ((d["image"], d["valid"]) for d in map(sampler.tile, n_tiles))
+        # at most ~256 tiles spread over the store: enough pixels, bounded memory
+        picks = sampler.tiles[:: max(1, sampler.tiles.size // 256)]
+        tiles = ((d["image"], d["valid"]) for d in map(sampler.tile, picks))
         model.fit(sample_features(model, tiles, cfg.baseline.samples, seed=cfg.seed), seed=cfg.seed)
         steps = 0
     else:
@@ -255,7 +256,10 @@ def fit_baseline(
             b = sampler.batch(step)
             return b["image"].to(dev), b["valid"].to(dev)
 
+        done = [0]
+
         def on_step(step: int, loss: float, used: int) -> None:
+            done[0] = step + 1
             if (step + 1) % cfg.schedule.log_every == 0:
                 metrics.write(
                     step=step + 1, split="train", head="main", loss=loss, clusters_used=used
@@ -270,7 +274,7 @@ def fit_baseline(
             lr=cfg.baseline.lr,
             on_step=on_step,
         )
-        steps = cfg.schedule.steps
+        steps = done[0]  # fewer than configured when it stopped at n_clusters
     model.eval()
     for row in evaluate(model, sampler, cfg, dev, steps):
         metrics.write(**row)
