@@ -204,13 +204,6 @@ def write_polygons(
 
     path = Path(path)
     driver = output_format(path, param=param)
-    if driver == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise BadInput(
-                "GeoParquet needs pyarrow; install it or write .gpkg", param=param
-            ) from None
     with atomic_output(path, overwrite=overwrite, param=param) as tmp:
         if driver == "parquet":
             gdf.to_parquet(tmp)

@@ -303,23 +303,11 @@ def test_vector_formats_read_alike(data_dir, tmp_path, suffix):
     pred = gpd.read_file(data_dir / "scoring/pred.geojson")
     path = tmp_path / f"pred{suffix}"
     if suffix == ".parquet":
-        pytest.importorskip("pyarrow", reason="GeoParquet needs pyarrow")
         pred.to_parquet(path)
     else:
         pred.to_file(path)
     r = score(path, data_dir / "scoring/gt.geojson", min_area=0)
     assert (r.total["tp"], r.total["fp"], r.total["fn"]) == (8, 20, 20)
-
-
-def test_parquet_without_pyarrow_is_a_clear_error(data_dir, tmp_path):
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        (tmp_path / "p.parquet").write_bytes(b"PAR1")
-        with pytest.raises(BadInput, match="pyarrow"):
-            score(tmp_path / "p.parquet", data_dir / "scoring/gt.geojson")
-    else:
-        pytest.skip("pyarrow is installed")
 
 
 def test_no_proposals_gives_all_false_negatives(data_dir, tmp_path):

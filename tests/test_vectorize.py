@@ -205,8 +205,6 @@ def test_fill_holes_and_regularize(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".gpkg", ".geojson", ".json", ".fgb", ".parquet"])
 def test_formats_round_trip(tmp_path, suffix):
-    if suffix == ".parquet":
-        pytest.importorskip("pyarrow")
     path = write_4326(tmp_path / "g.tif", cross_shapes())
     out = tmp_path / f"polys{suffix}"
     gdf = vectorize(path, out, block_size=8)

@@ -123,9 +123,6 @@ def read_vector(path: str | Path, *, param: str = "PRED", where=None) -> gpd.Geo
             frame = gpd.read_parquet(path)
         else:
             frame = gpd.read_file(path)
-    except ImportError:
-        raise BadInput(f"reading {path.name} needs pyarrow (pip install pyarrow), or convert it "
-                       "to .gpkg", param=param) from None  # fmt: skip
     except Exception as exc:  # pyogrio/arrow raise many types for an unreadable file
         raise BadInput(f"cannot read {path.name} as polygons ({exc})", param=param) from None
     frame = _apply_filter(frame, where, path, param)
