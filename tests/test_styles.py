@@ -42,8 +42,10 @@ def symbols(renderer):
 report = {}
 raster = QgsRasterLayer(sys.argv[1], "r")
 msg, ok = raster.loadNamedStyle(sys.argv[1][:-4] + ".qml")
+transparent = raster.renderer().rasterTransparency().transparentSingleValuePixelList()
 report["raster"] = [ok, msg, raster.renderer().type(),
-                    {c.value: c.color.name(QColor.HexArgb) for c in raster.renderer().classes()}]
+                    {c.value: c.color.name(QColor.HexArgb) for c in raster.renderer().classes()},
+                    [[p.min, p.max, p.percentTransparent] for p in transparent]]
 for path in sys.argv[2:]:
     vector = QgsVectorLayer(path, "v", "ogr")
     msg, ok = vector.loadNamedStyle(path.rsplit(".", 1)[0] + ".qml")
@@ -157,8 +159,9 @@ def test_styles_load_in_qgis(tmp_path):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout.strip().splitlines()[-1])
-    ok, message, kind, colours = report["raster"]
+    ok, message, kind, colours, transparent = report["raster"]
     assert ok and kind == "paletted", message
+    assert transparent == [[255, 255, 100]]  # nodata
     assert {int(float(k)): v for k, v in colours.items()} == {
         v: argb(rgba) for v, rgba in colour_table(4).items()
     }
