@@ -218,13 +218,13 @@ def test_formats_round_trip(tmp_path, suffix):
     )  # FGB reorders
 
 
-@pytest.mark.parametrize("suffix", [".gpkg", ".geojson", ".fgb"])
+@pytest.mark.parametrize("suffix", [".gpkg", ".geojson", ".fgb", ".parquet"])
 def test_empty_result_is_a_valid_empty_layer(tmp_path, suffix):
     path = write(tmp_path / "c.tif", cross_shapes())
     out = tmp_path / f"none{suffix}"
     gdf = vectorize(path, out, classes={"building": 9})
     assert len(gdf) == 0
-    back = gpd.read_file(out)
+    back = gpd.read_parquet(out) if suffix == ".parquet" else gpd.read_file(out)
     assert len(back) == 0 and back.crs == "EPSG:32611"
     if suffix != ".geojson":  # GeoJSON has no schema: GDAL infers fields from features
         assert {"class", "cluster", "area_m2", "score"} <= set(back.columns)
