@@ -182,11 +182,12 @@ def min_area_m2(image: Path) -> float:
     """SpaceNet's 20 px² in m² at the image's pixel size (measured in UTM when geographic)."""
     import geopandas as gpd
     import rasterio
+    from rasterio.transform import xy
     from shapely.geometry import box
 
     with rasterio.open(image) as src:
         t, crs = src.transform, src.crs
-        x, y = t * (src.width // 2, src.height // 2)
+        x, y = xy(t, src.height // 2, src.width // 2, offset="ul")
     pixel = gpd.GeoSeries([box(x, y + t.e, x + t.a, y)], crs=crs)
     if crs.is_geographic:
         pixel = pixel.to_crs(pixel.estimate_utm_crs())
