@@ -259,13 +259,18 @@ def test_cli_writes_polygons_and_style(tmp_path):
 
 
 def test_cli_exit_codes(tmp_path):
+    """Bad input exits 2 with one line; the existing output is left alone."""
     path = write(tmp_path / "c.tif", cross_shapes())
     out = tmp_path / "b.gpkg"
     out.write_text("keep me")
-    for args in (["missing.tif", "-o", str(tmp_path / "x.gpkg")], [str(path), "-o", str(out)]):
-        res = subprocess.run(
-            [sys.executable, "-m", "geoseg", "vectorize", *args], capture_output=True, text=True
-        )
-        assert res.returncode == 2, res.stderr
-        assert len(res.stderr.strip().splitlines()) == 1
+    missing = CliRunner().invoke(
+        group, ["vectorize", "missing.tif", "-o", str(tmp_path / "x.gpkg")]
+    )
+    assert isinstance(missing.exception, BadInput) and missing.exception.exit_code == 2
+    res = subprocess.run(
+        [sys.executable, "-m", "geoseg", "vectorize", str(path), "-o", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "--overwrite" in res.stderr
     assert out.read_text() == "keep me"
