@@ -175,3 +175,19 @@ def test_every_shipped_config_loads():
         assert isinstance(cfg.optim.lr, float), path  # "1e-4" would be a YAML string
         if cfg.method in ("iic", "ac"):
             model_config(cfg.model)
+
+
+def test_rng_state_survives_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    from geoseg.train_data import rng_state, seed_everything, set_rng_state
+
+    seed_everything(5)
+    torch.save({"rng_state": rng_state()}, tmp_path / "s.pt")
+    first = (torch.rand(3), np.random.rand(3), random.random())
+    set_rng_state(torch.load(tmp_path / "s.pt", weights_only=True)["rng_state"])
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(first[0], again[0])
+    assert np.array_equal(first[1], again[1]) and first[2] == again[2]
