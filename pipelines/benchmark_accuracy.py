@@ -40,7 +40,8 @@ import numpy as np
 log = logging.getLogger("benchmark_accuracy")
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path("/work/shared/data")
+#: the shared sample data (../shared/data of the checkout); GEOSEG_DATA points elsewhere
+DATA = Path(os.environ.get("GEOSEG_DATA", ROOT.parent / "shared" / "data"))
 START, END = "<!-- accuracy-benchmark:start -->", "<!-- accuracy-benchmark:end -->"
 HEADING = "## Accuracy benchmark"
 
