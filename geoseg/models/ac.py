@@ -15,6 +15,8 @@ Causality details:
 - No batch normalisation: batch statistics over a tile would leak later pixels into earlier
   outputs during training. Residual connections keep the plain stack trainable.
 - The optional self-attention attends over a local window, restricted to earlier positions.
+- As in PixelCNN's masked 3×3 stacks, the receptive field has a blind spot to the upper right
+  of each pixel; the dilated blocks keep it small, and no ordering depends on it.
 
 With ``ordering=None`` (inference) no mask and no shift are applied: the same weights run as an
 ordinary convolutional net that sees the whole neighbourhood.
