@@ -16,7 +16,7 @@ Causality details:
   outputs during training. Residual connections keep the plain stack trainable.
 - The optional self-attention attends over a local window, restricted to earlier positions.
 - As in PixelCNN's masked 3×3 stacks, the receptive field has a blind spot to the upper right
-  of each pixel; the dilated blocks keep it small, and no ordering depends on it.
+  of each pixel; the dilated blocks keep it small, and other orderings see that side.
 
 With ``ordering=None`` (inference) no mask and no shift are applied: the same weights run as an
 ordinary convolutional net that sees the whole neighbourhood.
