@@ -14,7 +14,7 @@ in-memory block) and the tests (a fixed function with spatial context).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,30 +133,37 @@ def blend_block(
     batch_size: int,
     n_classes: int,
     valid: np.ndarray | None = None,
+    norm: Mapping[str, Sequence[float]] | None = None,
 ) -> np.ndarray:
     """Blended probabilities (K, h, w) float32 of ``block``'s output window.
 
-    A tile with no valid pixel is skipped: every pixel it covers is nodata anyway, and scenes
-    often carry large nodata collars. Pixels no tile reached get probability 0.
+    Tiles are normalised batch by batch, so the block itself stays in its source dtype (a
+    quarter of float32 for uint8): the block's peak memory is what bounds predict's. Invalid
+    pixels are fed as 0, the band mean after normalisation. A tile with no valid pixel is
+    skipped: every pixel it covers is nodata anyway, and scenes often carry large nodata
+    collars. Pixels no tile reached get probability 0.
 
     Args:
         block: the block (from :func:`plan_blocks`).
-        x: the normalised input over ``block.read_rows`` x ``block.read_cols``, (C, h, w) float32,
-            with invalid pixels already neutralised.
+        x: the input over ``block.read_rows`` x ``block.read_cols``, (C, h, w): source dtype
+            with ``norm``, else already normalised.
         segment: the model, tiles in → probabilities out (see :data:`Segment`).
         tile, overlap: the global grid parameters used to plan ``block``.
         batch_size: tiles per ``segment`` call.
         n_classes: K, the number of probability channels ``segment`` returns.
         valid: (h, w) bool over the read window, or ``None`` when every pixel is valid.
+        norm: statistics for :func:`geoseg.transforms.normalize`, or ``None``.
     """
+    from geoseg.transforms import normalize
+
     rr0, cc0 = block.read_rows[0], block.read_cols[0]
     need_h = max(r for r, _ in block.tiles) + tile - rr0
     need_w = max(c for _, c in block.tiles) + tile - cc0
     if x.shape[1] < need_h or x.shape[2] < need_w:
-        # A scene smaller than one tile: pad with 0, which is the band mean after normalisation.
+        # A scene smaller than one tile: padding is invalid, so it is fed as the band mean.
         pad = ((0, 0), (0, need_h - x.shape[1]), (0, need_w - x.shape[2]))
+        valid = np.pad(np.ones(x.shape[1:], bool) if valid is None else valid, pad[1:])
         x = np.pad(x, pad)
-        valid = None if valid is None else np.pad(valid, pad[1:])
     tiles = block.tiles
     if valid is not None:
         tiles = tuple(
@@ -170,7 +177,14 @@ def blend_block(
     wsum = np.zeros((r1 - r0, c1 - c0), np.float32)
     for start in range(0, len(tiles), batch_size):
         batch = tiles[start : start + batch_size]
-        xb = np.stack([x[:, r - rr0 : r - rr0 + tile, c - cc0 : c - cc0 + tile] for r, c in batch])
+        windows = [
+            (slice(r - rr0, r - rr0 + tile), slice(c - cc0, c - cc0 + tile)) for r, c in batch
+        ]
+        xb = np.stack([x[:, rs, cs] for rs, cs in windows])
+        xb = np.asarray(normalize(xb, norm) if norm is not None else xb, np.float32)
+        if valid is not None:
+            vb = np.stack([valid[rs, cs] for rs, cs in windows])
+            np.copyto(xb, 0, where=~vb[:, None])  # not a product: NaN nodata stays NaN
         probs = segment(xb)
         for (r, c), p in zip(batch, probs, strict=True):
             # Intersection of this tile with the output window, in block and in tile coordinates.

@@ -333,8 +333,9 @@ class StackReader:
 
 # --- COG writing (owned by the predict work) -------------------------------------------------
 
-#: GDAL block cache while copying to COG: bounded so peak memory does not grow with the scene
-COG_CACHE_MB = 64
+#: GDAL block cache (MiB) of block-wise readers/writers. GDAL's default, 5% of RAM, lets the
+#: cache grow with the scene until that cap, which breaks "memory bounded by the block".
+GDAL_CACHE_MB = 64
 
 
 def class_dtype(n_classes: int) -> tuple[str, int]:
@@ -394,7 +395,9 @@ def write_cog(
         "BIGTIFF": "IF_SAFER",
         **{k.upper(): v for k, v in creation_options.items()},
     }
-    with atomic_output(dst, overwrite=overwrite, param=param) as tmp:
-        with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB):
-            rasterio.shutil.copy(str(src_path), str(tmp), driver="COG", **options)
+    with (
+        atomic_output(dst, overwrite=overwrite, param=param) as tmp,
+        rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),
+    ):
+        rasterio.shutil.copy(str(src_path), str(tmp), driver="COG", **options)
     return Path(dst)
