@@ -401,7 +401,8 @@ PROTOCOL = """\
   with every label (an oracle: it shows whether any cluster captures buildings at all, apart
   from what the few-tile mapping picked). When every cluster's majority in the mapping tiles
   is background, no cluster is named building and the row scores 0. SpaceNet F1
-  (`geoseg.evaluate.score`): IoU > 0.5, polygons under 20 px² dropped, converted to m² at the scene's pixel size (in UTM for Vegas' EPSG:4326).
+  (`geoseg.evaluate.score`): IoU > 0.5, polygons under 20 px² dropped, converted to m² at
+  the scene's pixel size (in UTM for Vegas' EPSG:4326).
 - **Dense metrics** (ISPRS, `geoseg.evaluate.evaluate` on predict's cluster COG): Hungarian
   (one-to-one, the IIC paper's metric, matched on all labelled pixels of the crop) and
   many-to-one accuracy against the ISPRS classes (the crops hold 5 of the 6: no clutter), and
