@@ -63,6 +63,8 @@ class Scene:
         truth_filter: ``COLUMN=VALUE`` keeping only the building footprints for scoring.
         drop_nodata: the declared nodata is real data (Massachusetts: 255 on uint8 RGB).
         res: pixel size written into the GeoTIFF made from a PNG (not georeferenced).
+        descriptions: band names written into that GeoTIFF, so colour jitter (optical bands
+            only, never IR) treats the PNG bands like named bands of a GeoTIFF.
     """
 
     image: Path
@@ -74,6 +76,7 @@ class Scene:
     truth_filter: str | None = None
     drop_nodata: bool = False
     res: float | None = None
+    descriptions: tuple[str, ...] | None = None
 
 
 SCENES = {
@@ -96,12 +99,12 @@ SCENES = {
     "potsdam": Scene(
         DATA / "isprs-crops/potsdam_2_10_rgb_512.png",
         DATA / "isprs-crops/potsdam_2_10_label_512.png",
-        "dense", res=0.05,
+        "dense", res=0.05, descriptions=("red", "green", "blue"),
     ),
     "vaihingen": Scene(
         DATA / "isprs-crops/vaihingen_area1_irrg_512.png",
         DATA / "isprs-crops/vaihingen_area1_label_512.png",
-        "dense", res=0.09,
+        "dense", res=0.09, descriptions=("nir", "red", "green"),
     ),
 }  # fmt: skip
 
@@ -160,6 +163,9 @@ def prepare(name: str, scene: Scene, out: Path) -> tuple[Path, Path]:
         tmp = dst_path.with_suffix(".tmp.tif")
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data)
+            if src_path == scene.image and scene.descriptions:
+                for band, text in enumerate(scene.descriptions, start=1):
+                    dst.set_band_description(band, text)
         tmp.replace(dst_path)
     labels = pairs[1][1] if scene.res is not None else scene.labels
     return pairs[0][1], labels
