@@ -167,21 +167,25 @@ def evaluate(
     rows = []
     for head, name in enumerate(model.head_names):
         stats: dict[int, dict[str, Any]] = {}
+        n_true = max([1, *(int(v) for v in sampler.store.label_classes.values())])
+        kw = {"all_sub_heads": True} if hasattr(model, "select_sub_heads") else {}
         for b in range(cfg.schedule.eval_batches):
             batch = sampler.batch(b, stream=3)
             x, valid = batch["image"].to(device), batch["valid"].to(device)
             rng = step_generator(cfg.seed, b, 2)
             p1s, p2s, both = two_views(model, x, valid, head, cfg, rng, sampler.store.band_names)
+            # clusters as predict sees them (AC: no ordering mask at inference)
+            infer = model(x, **kw)[head]
+            infer = infer if kw else [infer]
             for sub, (p1, p2) in enumerate(zip(p1s, p2s, strict=True)):
                 st = stats.setdefault(sub, {"loss": [], "mi": [], "ent": [], "used": set()})
                 st["loss"].append(float(mi_loss(p1, p2, both, cfg)))
                 mi, ent = joint_stats(p1, p2, both)
                 st["mi"].append(mi)
                 st["ent"].append(ent)
-                pred = p1.argmax(1)
+                pred = infer[sub].argmax(1)
                 st["used"].update(torch.unique(pred[valid]).tolist())
                 if batch["label"] is not None:
-                    n_true = max(1, len(sampler.store.label_classes) or int(batch["label"].max()))
                     c = confusion(pred.cpu().numpy(), batch["label"].numpy(), p1.shape[1], n_true)
                     st["conf"] = st["conf"] + c if "conf" in st else c
         best = min(stats, key=lambda k: np.mean(stats[k]["loss"]))

@@ -44,8 +44,8 @@ def joint_stats(p1: torch.Tensor, p2: torch.Tensor, valid: torch.Tensor) -> tupl
 
 
 def confusion(pred: np.ndarray, label: np.ndarray, n_pred: int, n_true: int) -> np.ndarray:
-    """(n_pred, n_true) counts over labelled pixels (label > 0; label k is column k-1)."""
-    keep = label > 0
+    """(n_pred, n_true) counts over labelled pixels (label k in 1..n_true is column k-1)."""
+    keep = (label > 0) & (label <= n_true)
     idx = pred[keep].astype(np.int64) * n_true + (label[keep].astype(np.int64) - 1)
     return np.bincount(idx, minlength=n_pred * n_true).reshape(n_pred, n_true)
 
