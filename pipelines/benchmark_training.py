@@ -134,7 +134,9 @@ def score(pred: np.ndarray, store, scene: dict, n_clusters: int) -> dict:
     }
 
 
-def run_scene(name: str, scene: dict, out: Path, steps: int, previous: dict) -> list[dict]:
+def run_scene(
+    name: str, scene: dict, out: Path, steps: int, previous: dict, methods: list[str]
+) -> list[dict]:
     """Train every method on one scene and score it (``previous``: rows to rescore, no training)."""
     store_path = out / f"{name}.zarr"
     if not store_path.exists():
@@ -144,7 +146,8 @@ def run_scene(name: str, scene: dict, out: Path, steps: int, previous: dict) -> 
         )  # fmt: skip
     store = open_store(store_path)
     rows = []
-    for method, overrides in METHODS.items():
+    for method in methods:
+        overrides = METHODS[method]
         network = method in ("iic", "ac")
         n_steps = steps if network else max(50, steps // 4)
         run = out / f"{name}_{method}"
@@ -207,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench_training"))
     parser.add_argument("--steps", type=int, default=400, help="IIC/AC steps (baselines: 1/4)")
     parser.add_argument("--scenes", default=",".join(SCENES))
+    parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--results", type=Path, default=None, help="docs/results.md to update")
     parser.add_argument(
         "--score-only", action="store_true", help="rescore the runs of OUT/results.json"
@@ -219,7 +223,9 @@ def main(argv: list[str] | None = None) -> None:
         previous = {(r["scene"], r["method"]): r for r in old}
     rows = []
     for name in args.scenes.split(","):
-        rows += run_scene(name, SCENES[name], args.out, args.steps, previous)
+        rows += run_scene(
+            name, SCENES[name], args.out, args.steps, previous, args.methods.split(",")
+        )
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     table = markdown(rows, "python " + " ".join(["pipelines/benchmark_training.py", *sys.argv[1:]]))
     print(table)
