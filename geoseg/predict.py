@@ -181,7 +181,7 @@ def _map_large_arrays() -> None:
 
 #: glibc mallopt parameter number and the value predict sets
 _M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD_BYTES = 8 << 20
+_MMAP_THRESHOLD_BYTES = 2 << 20
 
 
 def predict_array(
