@@ -183,7 +183,7 @@ def kanezaki_step(
     x: torch.Tensor,
     valid: torch.Tensor,
     mu: float,
-) -> tuple[float, int]:
+) -> tuple[float, set[int]]:
     """One update of the paper's objective on a batch; returns (loss, clusters in the batch).
 
     The pseudo-labels are the argmax of the net's own responses (no gradient through argmax):
@@ -200,8 +200,7 @@ def kanezaki_step(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    used = int(torch.unique(target[valid]).numel())
-    return float(loss.detach()), used
+    return float(loss.detach()), set(torch.unique(target[valid]).tolist())
 
 
 def fit_kanezaki(
@@ -212,23 +211,31 @@ def fit_kanezaki(
     mu: float,
     min_clusters: int,
     lr: float = 0.1,
+    window: int = 10,
     on_step: Callable[[int, float, int], None] | None = None,
 ) -> KanezakiNet:
     """Train the Kanezaki net over random crops from the store (SGD, momentum 0.9, as the paper).
 
     Args:
         batches: ``step -> (x (B,C,H,W) normalised, valid (B,H,W) bool)``.
-        steps: most updates; stops earlier once a batch uses ``min_clusters`` clusters or fewer
-            (the paper's stopping rule, which keeps it from merging everything into one).
-        on_step: called with (step, loss, clusters used) after every update, for logging.
+        steps: most updates; stops earlier once the last ``window`` batches together use
+            ``min_clusters`` clusters or fewer. This is the paper's stopping rule (which keeps
+            it from merging everything into one cluster) applied to the store rather than to
+            one crop: a single small crop may hold few clusters only because it shows one roof.
+        on_step: called with (step, loss, clusters used in the window) after every update.
     """
+    from collections import deque
+
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    recent: deque[set[int]] = deque(maxlen=window)
     for step in range(steps):
         x, valid = batches(step)
-        loss, used = kanezaki_step(model, optimizer, x, valid, mu)
+        loss, labels = kanezaki_step(model, optimizer, x, valid, mu)
+        recent.append(labels)
+        used = len(set().union(*recent))
         if on_step is not None:
             on_step(step, loss, used)
-        if used <= min_clusters:
-            log.info("kanezaki: %d clusters left at step %d; stopping", used, step)
+        if len(recent) == window and used <= min_clusters:
+            log.info("kanezaki: %d clusters left at step %d; stopping", used, step + 1)
             break
     return model.eval()
