@@ -369,6 +369,8 @@ def train(
         step = resumed_at = int(ckpt["step"])
         best_loss = ckpt["best_loss"] if ckpt["best_loss"] is not None else math.inf
         set_rng_state(ckpt["rng_state"])
+        if amp and ckpt.get("scaler_state"):
+            scaler.load_state_dict(ckpt["scaler_state"])
         log.info("resuming %s at step %d", output, step)
     metrics = MetricsLog(output / "metrics.csv", resume_step=step if ckpt else None)
     look_tiles = sampler.fixed_tiles(cfg.data.quicklook_tiles)
@@ -392,9 +394,9 @@ def train(
                     checkpoint_dict(model, None, cfg, sampler, step, best_loss), output / "best.pt"
                 )
         if last or (step > 0 and step % sch.checkpoint_every == 0):
-            save_checkpoint(
-                checkpoint_dict(model, optimizer, cfg, sampler, step, best_loss), output / "last.pt"
-            )
+            ckpt = checkpoint_dict(model, optimizer, cfg, sampler, step, best_loss)
+            # the loss scale of mixed precision is training state too (plain floats and ints)
+            save_checkpoint({**ckpt, "scaler_state": scaler.state_dict()}, output / "last.pt")
         if last:
             break
 
