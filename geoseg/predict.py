@@ -266,11 +266,11 @@ def output_paths(
     return paths
 
 
-def _stitch_profile(src, count: int, dtype: str, nodata: float) -> dict[str, Any]:
+def _stitch_profile(grid: dict[str, Any], count: int, dtype: str, nodata: float) -> dict[str, Any]:
+    """The temporary GTiff blocks are written into: the input's grid, fast light compression."""
     return dict(
-        driver="GTiff", width=src.width, height=src.height, count=count, dtype=dtype,
-        nodata=nodata, crs=src.crs, transform=src.transform, tiled=True,
-        blockxsize=256, blockysize=256, compress="DEFLATE", zlevel=1, bigtiff="IF_SAFER",
+        driver="GTiff", count=count, dtype=dtype, nodata=nodata, tiled=True, blockxsize=256,
+        blockysize=256, compress="DEFLATE", zlevel=1, bigtiff="IF_SAFER", **grid,
     )  # fmt: skip
 
 
@@ -330,10 +330,13 @@ def predict(
     from geoseg.progress import run_tasks, scheduler_address
     from geoseg.raster import GDAL_CACHE_MB, class_colormap, class_dtype, open_raster
 
-    open_raster(raster, param="RASTER").close()
-    ckpt, net = load_model(model)
     with open_raster(raster, param="RASTER") as src:
-        bands = select_bands(src.count, ckpt["bands"], str(raster))
+        count, grid = (
+            src.count,
+            dict(width=src.width, height=src.height, crs=src.crs, transform=src.transform),
+        )
+    ckpt, net = load_model(model)
+    bands = select_bands(count, ckpt["bands"], str(raster))
     tile, overlap = check_grid(
         tile_size or int(ckpt.get("tile_size") or 256),
         overlap,
@@ -354,9 +357,10 @@ def predict(
     rasters.update({name: ("uint8", 255, 1) for name in named})
     if probabilities:
         rasters["probabilities"] = ("float32", float("nan"), n_classes)
-    with open_raster(raster, param="RASTER") as src:
-        blocks = plan_blocks(src.height, src.width, tile=tile, overlap=overlap, block=block_size)
-        profiles = {role: _stitch_profile(src, n, dt, nd) for role, (dt, nd, n) in rasters.items()}
+    blocks = plan_blocks(
+        grid["height"], grid["width"], tile=tile, overlap=overlap, block=block_size
+    )
+    profiles = {role: _stitch_profile(grid, n, dt, nd) for role, (dt, nd, n) in rasters.items()}
     distributed = scheduler_address(scheduler) is not None
     workers, threads = _threads(len(blocks), distributed or dev.type == "cuda")
     log.info(
@@ -396,8 +400,8 @@ def predict(
         try:
             if distributed:
                 # Results come back to this process; bounded groups keep memory block-sized.
-                for start in range(0, len(blocks), _DISTRIBUTED_GROUP):
-                    group = blocks[start : start + _DISTRIBUTED_GROUP]
+                for first in range(0, len(blocks), _DISTRIBUTED_GROUP):
+                    group = blocks[first : first + _DISTRIBUTED_GROUP]
                     tasks = [task(str(raster), b, **kwargs) for b in group]
                     for b, arrays in zip(group, run_tasks(tasks, scheduler=scheduler), strict=True):
                         write(b, arrays)
