@@ -1,5 +1,6 @@
-"""The core of tiled inference: the global tile grid, blocks, blending, and the model as a
-function from tiles to probabilities (with test-time augmentation).
+"""The core of tiled inference: the global tile grid, blocks, blending, the model as a
+function from tiles to probabilities (with test-time augmentation), and predict_array for
+small in-memory images (re-exported by :mod:`geoseg.predict`).
 
 Seams are avoided by defining everything on ONE global tile grid: a block computes exactly the
 tiles that touch it, with the same windows and the same blend weights a whole-scene run would
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -250,3 +252,87 @@ def segmenter(model, *, head: int = 0, device: Any = "cpu", tta: bool = False) -
         return (total / len(views)).float().cpu().numpy()
 
     return segment
+
+
+# --- small in-memory images -----------------------------------------------------------------
+
+
+def load_model(model: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
+    """``(checkpoint dict, model in eval mode on CPU)`` from a path or an already loaded dict."""
+    from geoseg.checkpoint import load_checkpoint, model_from_checkpoint
+
+    ckpt = dict(model) if isinstance(model, Mapping) else load_checkpoint(model)
+    return ckpt, model_from_checkpoint(ckpt)
+
+
+def check_grid(tile: int, overlap: int | None, multiple: int = 1) -> tuple[int, int]:
+    """Validated ``(tile, overlap)``; the default overlap is an eighth of the tile."""
+    if tile % multiple:
+        fit = -(-tile // multiple) * multiple
+        raise BadInput(
+            f"{tile} is not a multiple of {multiple}, which this model needs; use {fit}",
+            param="--tile-size",
+        )
+    overlap = tile // 8 if overlap is None else overlap
+    if not 0 <= overlap <= tile // 2:
+        raise BadInput(
+            f"{overlap} must be between 0 and half the tile size ({tile // 2})", param="--overlap"
+        )
+    return tile, overlap
+
+
+def predict_array(
+    model: Any,
+    image: np.ndarray,
+    valid: np.ndarray | None = None,
+    *,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    tta: bool = False,
+    norm: Mapping[str, Sequence[float]] | None = None,
+    head: int | None = None,
+) -> np.ndarray:
+    """Blended cluster probabilities of a small in-memory image, as predict computes them.
+
+    For ``geoseg map``, evaluation and the demo, which hold a tile or a crop in memory; the
+    image goes through the same normalisation, tiling and blending as :func:`predict`.
+
+    Args:
+        model: a checkpoint path or dict (bands already selected; normalised with its ``norm``),
+            or a bare model (then ``norm`` is used if given, else ``image`` must be normalised).
+        image: (C, H, W) in the source dtype.
+        valid: (H, W) bool; invalid pixels are fed as the band mean and get probability 0 when
+            a whole tile is invalid.
+        tile_size, overlap: tiling (defaults: the checkpoint's tile size, or the whole image).
+        batch_size, device, tta: as in :func:`predict`.
+        norm: normalisation statistics overriding the checkpoint's.
+        head: head to predict (default: the checkpoint's, else 0).
+
+    Returns:
+        (K, H, W) float32 probabilities.
+    """
+    ckpt: dict[str, Any] = {}
+    if isinstance(model, (str, Path, Mapping)):
+        ckpt, model = load_model(model)
+        if image.shape[0] != len(ckpt["bands"]):
+            raise BadInput(
+                f"image has {image.shape[0]} bands but the model expects {len(ckpt['bands'])}",
+                param="image",
+            )
+    norm = norm if norm is not None else ckpt.get("norm")
+    head = int(ckpt.get("head", 0)) if head is None else head
+    height, width = image.shape[1:]
+    multiple = int(getattr(model, "size_multiple", 1))
+    default = ckpt.get("tile_size") or -(-max(height, width) // multiple) * multiple
+    tile, overlap = check_grid(tile_size or int(default), overlap, multiple)
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    n_classes = int(model.n_clusters[head])
+    (block,) = plan_blocks(height, width, tile=tile, overlap=overlap, block=max(height, width) * 2)
+    segment = segmenter(model, head=head, device=dev, tta=tta)
+    return blend_block(
+        block, image, segment, tile=tile, overlap=overlap, batch_size=batch_size,
+        n_classes=n_classes, valid=valid, norm=norm,
+    )  # fmt: skip

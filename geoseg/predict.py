@@ -24,9 +24,21 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.blend import Block, Segment, blend_block, plan_blocks, resolve_device, segmenter
+from geoseg.blend import (
+    Block,
+    Segment,
+    blend_block,
+    check_grid,
+    load_model,
+    plan_blocks,
+    predict_array,
+    resolve_device,
+    segmenter,
+)
 from geoseg.errors import BadInput
 from geoseg.paths import check_output, remove, temporary_name
+
+__all__ = ["predict", "predict_array", "predict_block", "output_paths", "select_bands"]
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +47,6 @@ _DISTRIBUTED_GROUP = 16
 
 
 # --- checkpoint and checks done before any work --------------------------------------------
-
-
-def load_model(model: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
-    """``(checkpoint dict, model in eval mode on CPU)`` from a path or an already loaded dict."""
-    from geoseg.checkpoint import load_checkpoint, model_from_checkpoint
-
-    ckpt = dict(model) if isinstance(model, Mapping) else load_checkpoint(model)
-    return ckpt, model_from_checkpoint(ckpt)
 
 
 def select_bands(count: int, bands: Sequence[int], name: str = "the raster") -> list[int]:
@@ -62,22 +66,6 @@ def select_bands(count: int, bands: Sequence[int], name: str = "the raster") -> 
         f"{','.join(map(str, bands))} of its training rasters); pass a raster with those bands",
         param="RASTER",
     )
-
-
-def check_grid(tile: int, overlap: int | None, multiple: int = 1) -> tuple[int, int]:
-    """Validated ``(tile, overlap)``; the default overlap is an eighth of the tile."""
-    if tile % multiple:
-        fit = -(-tile // multiple) * multiple
-        raise BadInput(
-            f"{tile} is not a multiple of {multiple}, which this model needs; use {fit}",
-            param="--tile-size",
-        )
-    overlap = tile // 8 if overlap is None else overlap
-    if not 0 <= overlap <= tile // 2:
-        raise BadInput(
-            f"{overlap} must be between 0 and half the tile size ({tile // 2})", param="--overlap"
-        )
-    return tile, overlap
 
 
 def class_ids(
@@ -182,63 +170,6 @@ def _map_large_arrays() -> None:
 #: glibc mallopt parameter number and the value predict sets
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD_BYTES = 2 << 20
-
-
-def predict_array(
-    model: Any,
-    image: np.ndarray,
-    valid: np.ndarray | None = None,
-    *,
-    tile_size: int | None = None,
-    overlap: int | None = None,
-    batch_size: int = 8,
-    device: str = "auto",
-    tta: bool = False,
-    norm: Mapping[str, Sequence[float]] | None = None,
-    head: int | None = None,
-) -> np.ndarray:
-    """Blended cluster probabilities of a small in-memory image, as predict computes them.
-
-    For ``geoseg map``, evaluation and the demo, which hold a tile or a crop in memory; the
-    image goes through the same normalisation, tiling and blending as :func:`predict`.
-
-    Args:
-        model: a checkpoint path or dict (bands already selected; normalised with its ``norm``),
-            or a bare model (then ``norm`` is used if given, else ``image`` must be normalised).
-        image: (C, H, W) in the source dtype.
-        valid: (H, W) bool; invalid pixels are fed as the band mean and get probability 0 when
-            a whole tile is invalid.
-        tile_size, overlap: tiling (defaults: the checkpoint's tile size, or the whole image).
-        batch_size, device, tta: as in :func:`predict`.
-        norm: normalisation statistics overriding the checkpoint's.
-        head: head to predict (default: the checkpoint's, else 0).
-
-    Returns:
-        (K, H, W) float32 probabilities.
-    """
-    ckpt: dict[str, Any] = {}
-    if isinstance(model, (str, Path, Mapping)):
-        ckpt, model = load_model(model)
-        if image.shape[0] != len(ckpt["bands"]):
-            raise BadInput(
-                f"image has {image.shape[0]} bands but the model expects {len(ckpt['bands'])}",
-                param="image",
-            )
-    norm = norm if norm is not None else ckpt.get("norm")
-    head = int(ckpt.get("head", 0)) if head is None else head
-    height, width = image.shape[1:]
-    multiple = int(getattr(model, "size_multiple", 1))
-    default = ckpt.get("tile_size") or -(-max(height, width) // multiple) * multiple
-    tile, overlap = check_grid(tile_size or int(default), overlap, multiple)
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
-    n_classes = int(model.n_clusters[head])
-    (block,) = plan_blocks(height, width, tile=tile, overlap=overlap, block=max(height, width) * 2)
-    segment = segmenter(model, head=head, device=dev, tta=tta)
-    return blend_block(
-        block, image, segment, tile=tile, overlap=overlap, batch_size=batch_size,
-        n_classes=n_classes, valid=valid, norm=norm,
-    )  # fmt: skip
 
 
 # --- the scene -------------------------------------------------------------------------------
