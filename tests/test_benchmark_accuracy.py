@@ -83,3 +83,24 @@ def test_cache_merges_rows_in_table_order(bench, tmp_path):
         (tmp_path / f"{scene}__{method}.json").write_text(json.dumps(row))
     rows = bench.cached_rows(tmp_path)
     assert [(r["scene"], r["method"]) for r in rows] == [("vegas", "kmeans"), ("vegas", "iic")]
+
+
+def test_report_names_scenes_where_nothing_is_found(bench):
+    env = {"commit": "abc1234", "machine": "2 CPU cores, load average 3.0, 2.0, 1.0 at start"}
+    base = {"steps": 0, "train_wall_s": 2.0, "train_cpu_s": 1.0, "eval_wall_s": 1.0, "env": env,
+            "clusters_used": 6, "overrides": ["schedule.steps=7"]}  # fmt: skip
+    foot = {"kind": "footprints", "building_iou": 0.0, "best_cluster_iou": 0.1, "precision": 0.0,
+            "recall": 0.0, "tp": 0, "fp": 0, "fn": 9}  # fmt: skip
+    dense = {"kind": "dense", "hungarian6": 0.5, "many_to_one6": 0.7, "hungarian3": 0.6,
+             "many_to_one3": 0.8, "mapped_accuracy6": 0.65}  # fmt: skip
+    rows = [
+        {**base, **foot, "scene": "atlanta", "method": "kmeans", "f1": 0.0},
+        {**base, **foot, "scene": "atlanta", "method": "iic", "f1": 0.0},
+        {**base, **dense, "scene": "potsdam", "method": "kmeans"},
+        {**base, **dense, "scene": "potsdam", "method": "iic", "hungarian6": 0.6},
+    ]
+    text = bench.markdown(rows, "python pipelines/benchmark_accuracy.py")
+    assert "No method finds a building (F1 0) on atlanta" in text
+    assert "IIC or AC beat k-means on 1 of 1 scenes" in text
+    assert "IIC and AC 7 optimiser steps" in text
+    assert text.count("| potsdam |") == 2 and text.count("| atlanta |") == 2
