@@ -142,6 +142,10 @@ def predict_block(
         mask = np.isin(clusters, ids).astype("uint8")
         mask[~inside] = 255
         arrays[name] = mask
+        # the class probability, only to give each polygon its ``score`` (mean inside it)
+        score = probs[ids].sum(axis=0)
+        score[~inside] = np.nan
+        arrays[f"{name}:score"] = score
     if probabilities:
         probs[:, ~inside] = np.nan
         arrays["probabilities"] = probs
@@ -286,6 +290,7 @@ def predict(
     dtype, nodata = class_dtype(n_classes)
     rasters = {"clusters": (dtype, nodata, 1)}
     rasters.update({name: ("uint8", 255, 1) for name in named})
+    rasters.update({f"{name}:score": ("float32", float("nan"), 1) for name in named})
     if probabilities:
         rasters["probabilities"] = ("float32", float("nan"), n_classes)
     blocks = plan_blocks(
@@ -302,7 +307,7 @@ def predict(
     start = time.perf_counter()
     with ExitStack() as stack:
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
-        stitched = {role: temporary_name(paths[role]) for role in rasters}
+        stitched = {role: temporary_name(paths[role.split(":")[0]]) for role in rasters}
         stack.callback(lambda: [remove(p) for p in stitched.values()])
         dsts = {
             role: stack.enter_context(rasterio.open(stitched[role], "w", **profiles[role]))
@@ -365,6 +370,8 @@ def _finish(
     from geoseg.vectorize import vectorize
 
     for role, tmp in stitched.items():
+        if role.endswith(":score"):
+            continue
         if role == "probabilities":
             # float16 storage (NBITS=16 on Float32) halves the size; averages suit probabilities.
             write_cog(
@@ -373,13 +380,10 @@ def _finish(
             )  # fmt: skip
         else:
             write_cog(tmp, paths[role], overview_resampling="mode", overwrite=overwrite)
-    for role in stitched:
-        if role == "clusters":
-            paths["clusters:style"] = write_raster_style(paths[role], n_classes)
-        elif role != "probabilities":
-            names = {0: f"not {role}", 1: role}
-            paths[f"{role}:style"] = write_raster_style(paths[role], 2, names)
-            vectorize(
-                paths[role], paths[f"{role}:vector"], classes={role: 1}, class_names={1: role},
-                overwrite=overwrite,
-            )  # fmt: skip
+    paths["clusters:style"] = write_raster_style(paths["clusters"], n_classes)
+    for name in named:
+        paths[f"{name}:style"] = write_raster_style(paths[name], 2, {0: f"not {name}", 1: name})
+        vectorize(
+            paths[name], paths[f"{name}:vector"], classes={name: 1}, class_names={1: name},
+            probabilities=stitched[f"{name}:score"], overwrite=overwrite,
+        )  # fmt: skip

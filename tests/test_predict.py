@@ -251,8 +251,11 @@ def test_class_option_writes_class_raster_and_polygons(tmp_path, scene, ckpt):
     import geopandas
 
     polygons = geopandas.read_file(tmp_path / "o" / "scene_buildings.gpkg")
-    assert (polygons["class"] == "building").all()
+    assert len(polygons) > 0 and (polygons["class"] == "building").all()
+    # score = mean class probability inside the polygon: the class won there, so above 1/K
+    assert polygons["score"].between(1 / 5, 1).all()
     assert (tmp_path / "o" / "scene_building.qml").exists()
+    assert not [p.name for p in (tmp_path / "o").iterdir() if p.name.startswith(".")]
 
 
 def test_checkpoint_mapping_is_used_without_class_option(tmp_path, scene):
