@@ -31,7 +31,9 @@ from geoseg.config import TrainConfig, load_config, to_dict
 from geoseg.errors import BadInput
 from geoseg.paths import atomic_output, check_input, check_output, remove
 from geoseg.progress import progress
+from geoseg.progress import set_enabled as set_progress
 from geoseg.train_data import CropSampler, rng_state, seed_everything, set_rng_state, step_generator
+from geoseg.train_dist import setup, wrap
 from geoseg.train_monitor import (
     MetricsLog,
     confusion,
@@ -122,8 +124,12 @@ def two_views(
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     g = sample_transform(gen, cfg.augment, x.shape[0], jitter_bands=optical_bands(band_names))
     x2 = g.apply(x)
-    # baselines have a single sub-head and no all_sub_heads switch
-    kw = {"all_sub_heads": True} if hasattr(model, "select_sub_heads") else {}
+    # baselines have a single sub-head and no all_sub_heads switch (DDP wraps the net)
+    kw = (
+        {"all_sub_heads": True}
+        if hasattr(getattr(model, "module", model), "select_sub_heads")
+        else {}
+    )
     if cfg.method == "ac":
         o1, o2 = (int(o) for o in rng.choice(8, size=2, replace=False))
         z1, z2 = model(x, ordering=o1, **kw)[head], model(x2, ordering=o2, **kw)[head]
@@ -317,6 +323,7 @@ def train(
     """
     output = Path(output)
     overrides = tuple(overrides)
+    dist, dev = setup(resolve_device(device))
     ckpt = None
     if resume:
         if not (output / "last.pt").is_file():
@@ -327,9 +334,11 @@ def train(
         cfg = _config(ckpt["config"], overrides, method)
     else:
         cfg = _config(config, overrides, method)
-        check_output(output, overwrite=overwrite)
+        if dist.main:  # other ranks would see the folder rank 0 is creating
+            check_output(output, overwrite=overwrite)
     # everything that can reject the inputs runs before the run folder is touched
-    dev = resolve_device(device)
+    if not dist.main:
+        set_progress(False)
     store = _open(store)
     if ckpt is not None and list(ckpt["bands"]) != list(store.bands):
         raise BadInput(
@@ -345,17 +354,23 @@ def train(
         batch_size=cfg.data.batch_size,
         min_valid=cfg.data.min_valid,
         seed=cfg.seed,
+        rank=dist.rank,
         size_multiple=model.size_multiple,
     )
-    if ckpt is None:
-        if output.exists():
-            remove(output)
-        output.mkdir()
-    with atomic_output(output / "config.yaml", overwrite=True) as tmp:
-        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if dist.main:
+        if ckpt is None:
+            if output.exists():
+                remove(output)
+            output.mkdir()
+        with atomic_output(output / "config.yaml", overwrite=True) as tmp:
+            tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    dist.barrier()
 
     if cfg.method in BASELINES:
-        return fit_baseline(model, sampler, cfg, output, dev)
+        # baselines are cheap and fitted once, by rank 0
+        best = fit_baseline(model, sampler, cfg, output, dev) if dist.main else output / "best.pt"
+        dist.barrier()
+        return best
 
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
@@ -372,7 +387,9 @@ def train(
         if amp and ckpt.get("scaler_state"):
             scaler.load_state_dict(ckpt["scaler_state"])
         log.info("resuming %s at step %d", output, step)
-    metrics = MetricsLog(output / "metrics.csv", resume_step=step if ckpt else None)
+    net = wrap(model, dist, dev)
+    if dist.main:
+        metrics = MetricsLog(output / "metrics.csv", resume_step=step if ckpt else None)
     look_tiles = sampler.fixed_tiles(cfg.data.quicklook_tiles)
     sch = cfg.schedule
     n_heads = len(model.head_names)
@@ -383,8 +400,10 @@ def train(
     while True:
         # periodic evaluation and checkpoints (also at the very end)
         last = step >= sch.steps
-        # (a resumed run does not repeat the evaluation its checkpoint step already logged)
-        if last or (step > 0 and step % sch.eval_every == 0 and step != resumed_at):
+        # (a resumed run does not repeat the evaluation its checkpoint step already logged;
+        # in a torchrun job rank 0 evaluates and saves while the others wait in the next step)
+        due = step > 0 and step % sch.eval_every == 0 and step != resumed_at
+        if dist.main and (last or due):
             rows = evaluate(model, sampler, cfg, dev, step)
             for row in rows:
                 metrics.write(**row)
@@ -393,7 +412,7 @@ def train(
                 save_checkpoint(
                     checkpoint_dict(model, None, cfg, sampler, step, best_loss), output / "best.pt"
                 )
-        if last or (step > 0 and step % sch.checkpoint_every == 0):
+        if dist.main and (last or (step > 0 and step % sch.checkpoint_every == 0)):
             ckpt = checkpoint_dict(model, optimizer, cfg, sampler, step, best_loss)
             # the loss scale of mixed precision is training state too (plain floats and ints)
             save_checkpoint({**ckpt, "scaler_state": scaler.state_dict()}, output / "last.pt")
@@ -408,8 +427,8 @@ def train(
         x = batch["image"].to(dev, non_blocking=True)
         valid = batch["valid"].to(dev, non_blocking=True)
         with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
-            rng = step_generator(cfg.seed, step, 1)
-            p1s, p2s, both = two_views(model, x, valid, head, cfg, rng, store.band_names)
+            rng = step_generator(cfg.seed, step, 1, dist.rank)
+            p1s, p2s, both = two_views(net, x, valid, head, cfg, rng, store.band_names)
         # sub-heads share the trunk; their losses are averaged (IIC paper)
         loss = sum(mi_loss(p1, p2, both, cfg) for p1, p2 in zip(p1s, p2s, strict=True))
         loss = loss / len(p1s)
@@ -421,15 +440,16 @@ def train(
 
         # log
         bar.update(1)
-        if step % sch.log_every == 0:
+        if dist.main and step % sch.log_every == 0:
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", head=model.head_names[head])
             metrics.write(
                 step=step, split="train", head=model.head_names[head], loss=float(loss.detach())
             )
-        if step % sch.steps_per_epoch == 0 or step == sch.steps:
+        if dist.main and (step % sch.steps_per_epoch == 0 or step == sch.steps):
             epoch = math.ceil(step / sch.steps_per_epoch)
             quicklook(
                 model, sampler, look_tiles, output / "quicklook" / f"epoch_{epoch:03d}.png", dev
             )
     bar.close()
+    dist.barrier()
     return output / "best.pt"

@@ -19,9 +19,11 @@ from geoseg.errors import BadInput
 log = logging.getLogger(__name__)
 
 
-def step_generator(seed: int, step: int, stream: int = 0) -> np.random.Generator:
-    """The numpy generator of one step (``stream`` separates crops from augmentation)."""
-    return np.random.default_rng([seed, step, stream])
+def step_generator(seed: int, step: int, stream: int = 0, rank: int = 0) -> np.random.Generator:
+    """The numpy generator of one step (``stream`` separates crops from augmentation; ``rank``
+    gives each data-parallel process its own crops, and leaves rank 0's as a single process's).
+    """
+    return np.random.default_rng([seed, step, stream] + ([rank] if rank else []))
 
 
 class CropSampler:
@@ -33,6 +35,7 @@ class CropSampler:
         batch_size: crops per batch.
         min_valid: fraction of valid pixels a crop should have (best of a few tries otherwise).
         seed: run seed.
+        rank: data-parallel rank (each rank draws different crops).
         size_multiple: crops are rounded down to a multiple of this (the model's requirement).
     """
 
@@ -44,6 +47,7 @@ class CropSampler:
         batch_size: int,
         min_valid: float,
         seed: int,
+        rank: int = 0,
         size_multiple: int = 1,
     ):
         from geoseg.transforms import normalize
@@ -53,6 +57,7 @@ class CropSampler:
         self.batch_size = batch_size
         self.min_valid = min_valid
         self.seed = seed
+        self.rank = rank
         size = min(crop_size, store.tile_size)
         self.crop_size = max(size_multiple, size - size % max(1, size_multiple))
         n_valid = np.asarray(store.origin[:])[:, 3] if store.n_tiles else np.zeros(0)
@@ -85,7 +90,7 @@ class CropSampler:
 
     def batch(self, step: int, *, stream: int = 0) -> dict[str, torch.Tensor | None]:
         """The batch of ``step``: ``image`` (B,C,h,w) float32 normalised, ``valid``, ``label``."""
-        rng = step_generator(self.seed, step, stream)
+        rng = step_generator(self.seed, step, stream, self.rank)
         crops = [self._crop(rng) for _ in range(self.batch_size)]
         image = np.stack([self._normalize(im.astype(np.float32), self.stats) for im, _, _ in crops])
         # invalid pixels become 0 (the band mean once normalised), so padding carries no signal

@@ -203,3 +203,23 @@ def test_geoseg_train_end_to_end_exit_codes(store, tmp_path):
     ok = subprocess.run([*cmd, "--set", "baseline.samples=2000"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == str(tmp_path / "r" / "best.pt")
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_one_run(store, tmp_path):
+    """DDP on CPU (gloo): two ranks, one run folder written by rank 0, weights in sync."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29561", "-m", "geoseg", "-q", "train", str(store), "-o", str(run),
+           "--device", "cpu", "--set", "schedule.steps=3", "--set", "schedule.eval_every=2",
+           *[a for o in TINY for a in ("--set", o)]]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert load_checkpoint(run / "last.pt")["step"] == 3
+    steps = [r["step"] for r in _rows(run) if r["split"] == "train"]
+    assert steps == ["1", "2", "3"]  # one writer: no duplicated rows
