@@ -209,11 +209,16 @@ def _stitch_profile(grid: dict[str, Any], count: int, dtype: str, nodata: float)
     )  # fmt: skip
 
 
-def _threads(n_blocks: int, distributed: bool) -> tuple[int, int]:
-    """``(dask workers, torch threads per worker)``: blocks in parallel, cores shared out."""
+def _threads(n_blocks: int, *, distributed: bool, gpu: bool) -> tuple[int, int]:
+    """``(dask workers, torch threads per worker)``: blocks in parallel, cores shared out.
+
+    On a GPU two blocks at a time are enough to overlap reading and blending with the forward
+    passes; more would only multiply the GPU memory held by concurrent batches.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = max(1, min(n_blocks, cores or 1))
-    return (workers, 1) if distributed else (workers, max(1, (cores or 1) // workers))
+    cores = cores or 1
+    workers = max(1, min(n_blocks, 2 if gpu else cores))
+    return (workers, 1) if distributed or gpu else (workers, max(1, cores // workers))
 
 
 def predict(
@@ -298,7 +303,7 @@ def predict(
     )
     profiles = {role: _stitch_profile(grid, n, dt, nd) for role, (dt, nd, n) in rasters.items()}
     distributed = scheduler_address(scheduler) is not None
-    workers, threads = _threads(len(blocks), distributed or dev.type == "cuda")
+    workers, threads = _threads(len(blocks), distributed=distributed, gpu=dev.type == "cuda")
     log.info(
         "%s: %d blocks of ~%d px, tiles %d px (overlap %d), %d clusters, head %d, %s",
         raster, len(blocks), block_size, tile, overlap, n_classes, head, dev,
