@@ -193,16 +193,13 @@ def test_rng_state_survives_a_weights_only_checkpoint(tmp_path):
     assert np.array_equal(first[1], again[1]) and first[2] == again[2]
 
 
-def test_geoseg_train_end_to_end_exit_codes(store, tmp_path):
+def test_geoseg_train_end_to_end_bad_config(store, tmp_path):
     import subprocess
 
     cmd = ["geoseg", "-q", "train", str(store), "-o", str(tmp_path / "r"), "--method", "kmeans"]
     bad = subprocess.run([*cmd, "--set", "baseline.sampels=10"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
-    assert "baseline.sampels" in bad.stderr
-    ok = subprocess.run([*cmd, "--set", "baseline.samples=2000"], capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.strip() == str(tmp_path / "r" / "best.pt")
+    assert "baseline.sampels" in bad.stderr and not (tmp_path / "r").exists()
 
 
 @pytest.mark.slow

@@ -47,6 +47,11 @@ def cli(
 
     OUTPUT gets config.yaml, last.pt, best.pt (lowest loss), metrics.csv and quicklook PNGs.
     """
+    if not resume:
+        # a typo in the config fails before torch is imported (seconds on a busy machine)
+        from geoseg.config import TrainConfig, load_config
+
+        load_config(TrainConfig, config, overrides)
     from geoseg.train import train
 
     best = train(
