@@ -386,15 +386,16 @@ PROTOCOL = """\
   valid pixels. Labels never enter training.
 - **Clusters**: 6 main clusters for k-means, IIC and AC (IIC/AC also train a 24-cluster
   overclustering head, alternating, which is not evaluated). Kanezaki has 32 response channels
-  and stops once a batch uses ≤ 6 clusters, so its cluster count is emergent (column
-  "clusters used").
+  and stops once its last 10 batches together use ≤ 6 clusters, so its step count and cluster
+  count are emergent (columns "steps", "clusters used").
 - **Budget**: IIC and AC {net} optimiser steps each (batch 8, Adam lr 1e-3, displacement T=2;
   tiny nets: VGG trunk at width 0.125, AC 16 channels with dilations 1,2,4,1 and no
   attention); Kanezaki at most {kan} SGD steps (batch 8, lr 0.1, μ=5); k-means one fit on
   100,000 sampled pixels with 10 restarts. One torch thread. "train wall s" and "train CPU s"
   time `geoseg.train.train` only, on a 2-core machine shared with six other engineers' jobs
   (the load average at the start of each row is in its JSON): median wall/CPU ratio {ratio}.
-  All rows together took {total} wall minutes (training + mapping + predict + scoring).
+  The budget is chosen so the whole benchmark fits in 25 wall minutes on this machine; all rows
+  together took {total} (training + mapping + predict + scoring; tiling adds seconds).
 - **Mapping** (`geoseg.evaluate.fit_mapping`): majority (many-to-one) from at most
   {tiles} labelled {crop}×{crop} tiles of the scene, drawn with seed 0 (the same tiles for every
   method). For footprints, pixels outside every polygon in those tiles are a background class
@@ -413,8 +414,8 @@ PROTOCOL = """\
   (one-to-one, the IIC paper's metric, matched on all labelled pixels of the crop) and
   many-to-one accuracy against the ISPRS classes (the crops hold 5 of the 6: no clutter), and
   after the Potsdam-3 merge ({{impervious, car}}, {{building, clutter}}, {{low vegetation,
-  tree}}). Potsdam-3 is scored with the same 6-cluster models: one-to-one matching then leaves 3
-  clusters unmatched, so "Hungarian 3" is a lower bound (the IIC paper trains K=3 models for
+  tree}}). Potsdam-3 is scored with the same 6-cluster models: one-to-one matching then leaves
+  up to 3 clusters unmatched, so "Hungarian 3" is a lower bound (the IIC paper trains K=3 models for
   it; that would double the budget). "mapped from {tiles} tiles" applies the few-tile majority
   mapping to every labelled pixel.
 - **Seeds**: training seed 0 (crops, augmentations, initialisation), k-means random_state 0,
@@ -490,7 +491,7 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
     head = "| scene | method | steps | train wall s | train CPU s | clusters used |"
     ratios = [r["train_wall_s"] / r["train_cpu_s"] for r in rows if r["train_cpu_s"] > 0]
     ratio = f"{np.median(ratios):.1f}" if ratios else "?"
-    total = f"{sum(r['train_wall_s'] + r['eval_wall_s'] for r in rows) / 60:.1f}"
+    total = f"{sum(r['train_wall_s'] + r['eval_wall_s'] for r in rows) / 60:.1f} wall minutes"
     lines = [
         f"Produced by `{command}` (rows cached in `bench/accuracy/*.json`; rerun with"
         " `--scenes`/`--methods` to redo some, `--report-only` to rebuild this section)."
