@@ -10,7 +10,8 @@ Run folder layout: ``config.yaml`` (the resolved config), ``last.pt`` (every
 ``checkpoint_every`` steps and at the end), ``best.pt`` (lowest evaluation loss, never chosen by
 labels), ``metrics.csv`` and ``quicklook/epoch_XXX.png``. Files are written atomically one by
 one; the folder itself is not a temporary name, because an interrupted run must keep its
-``last.pt`` to be resumable.
+``last.pt`` to be resumable. Under ``torchrun`` the same loop runs data-parallel
+(:mod:`geoseg.train_dist`).
 """
 
 from __future__ import annotations
