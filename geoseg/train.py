@@ -248,55 +248,6 @@ def checkpoint_dict(
     }
 
 
-def fit_baseline(
-    model, sampler: CropSampler, cfg: TrainConfig, output: Path, dev: torch.device
-) -> Path:
-    """Fit k-means or the Kanezaki net; both write the same checkpoint as a network."""
-    from geoseg.baselines import fit_kanezaki, sample_features
-
-    metrics = MetricsLog(output / "metrics.csv")
-    if cfg.method == "kmeans":
-        # at most ~256 tiles spread over the store: enough pixels, bounded memory
-        picks = sampler.tiles[:: max(1, sampler.tiles.size // 256)]
-        tiles = ((d["image"], d["valid"]) for d in map(sampler.tile, picks))
-        model.fit(sample_features(model, tiles, cfg.baseline.samples, seed=cfg.seed), seed=cfg.seed)
-        steps = 0
-    else:
-
-        def batches(step: int):
-            b = sampler.batch(step)
-            return b["image"].to(dev), b["valid"].to(dev)
-
-        done = [0]
-
-        def on_step(step: int, loss: float, used: int) -> None:
-            done[0] = step + 1
-            if (step + 1) % cfg.schedule.log_every == 0:
-                metrics.write(
-                    step=step + 1, split="train", head="main", loss=loss, clusters_used=used
-                )
-
-        fit_kanezaki(
-            model,
-            batches,
-            steps=cfg.schedule.steps,
-            mu=cfg.baseline.mu,
-            min_clusters=cfg.n_clusters,
-            lr=cfg.baseline.lr,
-            on_step=on_step,
-        )
-        steps = done[0]  # fewer than configured when it stopped at n_clusters
-    model.eval()
-    for row in evaluate(model, sampler, cfg, dev, steps):
-        metrics.write(**row)
-    ckpt = checkpoint_dict(model, None, cfg, sampler, steps, None)
-    save_checkpoint(ckpt, output / "last.pt")
-    save_checkpoint(ckpt, output / "best.pt")
-    look = sampler.fixed_tiles(cfg.data.quicklook_tiles)
-    quicklook(model, sampler, look, output / "quicklook" / "epoch_001.png", dev)
-    return output / "best.pt"
-
-
 def train(
     store: Any,
     output: str | Path,
@@ -369,6 +320,8 @@ def train(
 
     if cfg.method in BASELINES:
         # baselines are cheap and fitted once, by rank 0
+        from geoseg.train_baselines import fit_baseline
+
         best = fit_baseline(model, sampler, cfg, output, dev) if dist.main else output / "best.pt"
         dist.barrier()
         return best
