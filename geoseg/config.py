@@ -68,6 +68,12 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"expected an integer, got {value!r}", param=key)
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-4" (no dot) as a string; users mean the number.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"expected a number, got {value!r}", param=key)
         return float(value)

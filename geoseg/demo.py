@@ -35,7 +35,25 @@ MIN_AREA_M2 = 20 * 0.31 * 0.31
 
 #: The smoke training recipe (mirrors configs/cpu_smoke.yaml; a test keeps the two equal),
 #: inlined so the demo also runs from an installed wheel without the repository's configs/.
-SMOKE_CONFIG: dict[str, Any] = {}
+SMOKE_CONFIG: dict[str, Any] = {
+    "method": "iic",
+    "n_clusters": 6,
+    "n_over_clusters": 12,
+    "seed": 0,
+    "data": {"crop_size": 64, "batch_size": 4, "min_valid": 0.5, "quicklook_tiles": 4},
+    "model": {"trunk": "vgg", "width": 0.125, "n_sub_heads": 1},
+    "loss": {"lamb": 1.0, "displacement": 2, "uncollapsed": False},
+    "augment": {"flip": True, "rotate": True, "jitter": 0.1, "noise": 0.0},
+    "optim": {"lr": 1.0e-3, "weight_decay": 0.0},
+    "schedule": {
+        "steps": 200,
+        "steps_per_epoch": 50,
+        "checkpoint_every": 50,
+        "eval_every": 50,
+        "eval_batches": 2,
+        "log_every": 10,
+    },
+}
 
 
 def sample_paths() -> tuple[Path, Path]:
@@ -109,21 +127,47 @@ def demo(
 
     step("predict")
     building = mapping["mapping"]["classes"].get("building", [])
-    written = predict(
-        image, best, output, device=device, classes={"building": building},
-    )  # fmt: skip
+    if building:
+        written = predict(image, best, output, device=device, classes={"building": building})
+        vector = written["building:vector"]
+    else:
+        log.warning(
+            "no cluster is mostly building in the %d labelled tiles, so nothing is predicted as "
+            "building; train longer (--set schedule.steps=...)", mapping["tiles"],
+        )  # fmt: skip
+        written = predict(image, best, output, device=device)
+        vector = _empty_buildings(written["clusters"])
     done("predict")
 
     step("score")
-    result = score(written["building:vector"], labels, min_area=MIN_AREA_M2, truth_filter="label=1")
+    result = score(vector, labels, min_area=MIN_AREA_M2, truth_filter="label=1")
     result.write_layers(output / "score_layers.gpkg")
     done("score")
 
     quicklook = output / "quicklook.png"
-    write_quicklook(image, written["clusters"], written["building"], labels, quicklook)
+    write_quicklook(image, written["clusters"], building, labels, quicklook)
     paths = {k: str(v) for k, v in written.items()}
-    paths.update(store=str(store.url), checkpoint=str(best), quicklook=str(quicklook))
+    paths.update(
+        store=str(store.url), checkpoint=str(best), quicklook=str(quicklook), buildings=str(vector)
+    )
     return {"paths": paths, "score": result.total, "mapping": mapping, "seconds": seconds}
+
+
+def _empty_buildings(clusters: Path) -> Path:
+    """A valid, empty building layer (with its style) beside the clusters, so the score is
+    an honest 0 found / all missed rather than a missing file."""
+    import geopandas as gpd
+    import rasterio
+
+    from geoseg.vectorize import write_polygons
+
+    with rasterio.open(clusters) as src:
+        crs = src.crs
+    path = clusters.with_name(clusters.name.replace("_clusters.tif", "_buildings.gpkg"))
+    empty = gpd.GeoDataFrame(
+        {"class": [], "cluster": [], "area_m2": [], "score": []}, geometry=[], crs=crs
+    ).astype({"class": str, "cluster": "int32", "area_m2": float, "score": float})
+    return write_polygons(empty, path)
 
 
 def _stretch(rgb: np.ndarray) -> np.ndarray:
@@ -132,7 +176,7 @@ def _stretch(rgb: np.ndarray) -> np.ndarray:
 
 
 def write_quicklook(
-    image: Path, clusters: Path, building: Path, labels: Path, output: Path
+    image: Path, clusters: Path, building: list[int], labels: Path, output: Path
 ) -> Path:
     """image | clusters | predicted buildings (red) over true footprint outlines (green)."""
     import geopandas as gpd
@@ -154,8 +198,7 @@ def write_quicklook(
     for value, colour in table.items():
         lut[value] = colour[:3]
     panel2 = lut[cl]
-    with rasterio.open(building) as src:
-        mask = src.read(1) == 1
+    mask = np.isin(cl, building)
     truth = gpd.read_file(labels)
     truth = truth[truth["label"] == 1].to_crs(crs)
     outline = rasterize(

@@ -78,6 +78,14 @@ def test_config_errors_name_the_key(source, overrides, fragment):
         load_config(Cfg, source, overrides)
 
 
+def test_config_reads_exponent_floats_that_yaml_leaves_as_strings(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 1e-4\n")
+    assert load_config(Cfg, path, ["optim.betas=[1e-3, 0.5]"]).optim == Optim(1e-4, (1e-3, 0.5))
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(Cfg, {"optim": {"lr": "fast"}})
+
+
 def test_parse_overrides_nests_and_parses_yaml_values():
     assert parse_overrides(["a.b=1", "a.c=[1, 2]", "d=true"]) == {
         "a": {"b": 1, "c": [1, 2]},

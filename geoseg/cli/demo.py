@@ -33,6 +33,6 @@ def cli(output: str, overrides: tuple[str, ...], device: str, overwrite: bool) -
         f"{total['recall']:>7.3f} {total['f1']:>6.3f}"
     )
     click.echo("  seconds: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()))
-    for role in ("clusters", "building", "building:vector", "quicklook", "checkpoint"):
+    for role in ("clusters", "building", "buildings", "quicklook", "checkpoint"):
         if role in paths:
             click.echo(f"  {role:<16} {paths[role]}")
