@@ -60,7 +60,7 @@ def test_tile_store_matches_the_source(fixtures, tmp_path):
         source, row, col, n_valid = t["origin"]
         assert source == 0 and n_valid == t["valid"].sum() == 48 * 48
         np.testing.assert_array_equal(t["image"], full[:, row : row + 48, col : col + 48])
-        assert store.tile_transform(i) == transform * transform.translation(col, row)
+        assert store.tile_transform(i) == transform @ transform.translation(col, row)
         assert store.crs(i) == crs
     assert not store.has_labels and store.read(0)["label"] is None
     # statistics over every source pixel exactly once, as numpy computes them
