@@ -61,10 +61,17 @@ def group(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
-    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    # geoseg's own progress messages at INFO; other libraries (GDAL via rasterio, pyogrio,
+    # distributed) only at WARNING unless -v, so a failing command prints just its one line.
+    if quiet:
+        ours, theirs = logging.ERROR, logging.ERROR
+    else:
+        ours = logging.DEBUG if verbose else logging.INFO
+        theirs = logging.DEBUG if verbose > 1 else (logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=theirs, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger("geoseg").setLevel(ours)
     set_enabled(not quiet)
 
 
