@@ -159,7 +159,7 @@ def _empty_buildings(clusters: Path) -> Path:
     import geopandas as gpd
     import rasterio
 
-    from geoseg.vectorize import write_polygons
+    from geoseg.vector_io import write_polygons
 
     with rasterio.open(clusters) as src:
         crs = src.crs

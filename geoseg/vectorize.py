@@ -29,25 +29,15 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from geoseg import footprints
 from geoseg.errors import BadInput
-from geoseg.paths import atomic_output, check_input, check_output
+from geoseg.paths import check_input, check_output
+from geoseg.vector_io import output_format, write_polygons
 
 if TYPE_CHECKING:
     import geopandas
 
 log = logging.getLogger(__name__)
-
-#: output extension → OGR driver ("parquet" is written by geopandas, not OGR)
-FORMATS = {
-    ".gpkg": "GPKG",
-    ".geojson": "GeoJSON",
-    ".json": "GeoJSON",
-    ".fgb": "FlatGeobuf",
-    ".parquet": "parquet",
-}
-
-#: a polygon is replaced by its minimum rotated rectangle when they overlap at least this much
-REGULARIZE_MIN_IOU = 0.85
 
 
 @dataclass
@@ -120,7 +110,7 @@ def vectorize(
         simplify: Douglas-Peucker tolerance in metres (topology preserving).
         fill_holes: ``True`` fills every hole; a number fills holes smaller than that many m².
         regularize: replace a polygon by its minimum rotated rectangle when their IoU exceeds
-            ``REGULARIZE_MIN_IOU`` (right-angled building footprints).
+            ``geoseg.footprints.REGULARIZE_MIN_IOU`` (right-angled building footprints).
         block_size: edge of the square blocks read at once; memory scales with its square.
         overwrite: replace an existing ``output``.
         scheduler: dask scheduler for the blocks (see ``geoseg.progress.run_tasks``).
@@ -175,50 +165,6 @@ def vectorize(
     if output is not None:
         write_polygons(gdf, output, overwrite=overwrite)
     return gdf
-
-
-def output_format(path: str | Path, *, param: str = "--output") -> str:
-    """The driver for a vector output path, or BadInput naming the supported extensions."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        known = ", ".join(FORMATS)
-        raise BadInput(
-            f"unknown vector format {suffix or '(none)'!r}; use one of {known}", param=param
-        )
-    return FORMATS[suffix]
-
-
-def write_polygons(
-    gdf: geopandas.GeoDataFrame,
-    path: str | Path,
-    *,
-    overwrite: bool = False,
-    param: str = "--output",
-) -> Path:
-    """Write polygons by extension (atomically) and a ``.qml`` style beside them.
-
-    An empty frame still becomes a valid layer with the columns and CRS, so downstream tools
-    (score, QGIS) see "no buildings" rather than a missing file.
-    """
-    from geoseg.styles import write_vector_style
-
-    path = Path(path)
-    driver = output_format(path, param=param)
-    with atomic_output(path, overwrite=overwrite, param=param) as tmp:
-        if driver == "parquet":
-            gdf.to_parquet(tmp)
-        else:
-            import pyogrio
-
-            # GeoPackage 1.3, not GDAL 3.10's 1.4, so QGIS LTR builds (GDAL 3.6) read it cleanly
-            gpkg = {"layer": path.stem, "dataset_options": {"VERSION": "1.3"}}
-            extra = gpkg if driver == "GPKG" else {}
-            pyogrio.write_dataframe(gdf, tmp, driver=driver, geometry_type="Polygon", **extra)
-    first = gdf.drop_duplicates("cluster")
-    write_vector_style(
-        path, classes=dict(zip(first["cluster"].tolist(), first["class"], strict=True))
-    )
-    return path
 
 
 def _resolve_classes(
@@ -425,9 +371,9 @@ def _finish(pieces: _Pieces, opts: _Options) -> dict[str, np.ndarray]:
     world, metric, kept = world[keep], metric[keep], pieces.take(keep)
     changed = False
     if opts.fill_holes is not False:
-        metric, changed = _fill_holes(metric, opts.fill_holes), True
+        metric, changed = footprints.fill_holes(metric, opts.fill_holes), True
     if opts.regularize:
-        metric, changed = _regularize(metric), True
+        metric, changed = footprints.regularize(metric), True
     if opts.simplify > 0:
         metric, changed = shapely.simplify(metric, opts.simplify, preserve_topology=True), True
     if changed:
@@ -456,33 +402,6 @@ def _reproject(geoms: np.ndarray, opts: _Options, *, to_metric: bool) -> np.ndar
         return shapely.transform(geoms, lambda xy: np.column_stack(t.transform(*xy.T)))
     k = opts.unit_factor if to_metric else 1 / opts.unit_factor
     return geoms if k == 1.0 else shapely.transform(geoms, lambda xy: xy * k)
-
-
-def _fill_holes(geoms: np.ndarray, max_area: bool | float) -> np.ndarray:
-    """Drop every hole (``True``) or the holes smaller than ``max_area`` m²."""
-    out = geoms.copy()
-    for i in np.flatnonzero(shapely.get_num_interior_rings(geoms) > 0):
-        poly = geoms[i]
-        holes = (
-            []
-            if max_area is True
-            else [r for r in poly.interiors if shapely.Polygon(r).area >= max_area]
-        )
-        out[i] = shapely.Polygon(poly.exterior, holes)
-    return out
-
-
-def _regularize(geoms: np.ndarray) -> np.ndarray:
-    """Square off building-like polygons: the minimum rotated rectangle when it fits well.
-
-    The rectangle contains the polygon, so their IoU is simply the area ratio.
-    """
-    if not len(geoms):
-        return geoms
-    rect = shapely.oriented_envelope(geoms)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = shapely.area(geoms) / shapely.area(rect)
-    return np.where(iou > REGULARIZE_MIN_IOU, rect, geoms)
 
 
 def _to_frame(
