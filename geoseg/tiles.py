@@ -1,4 +1,5 @@
-"""The Zarr tile store: window grid math, writing with dask (resumable), reading.
+"""The Zarr tile store: window grid math and writing with dask (resumable); reading is in
+:mod:`geoseg.tile_store` (re-exported here).
 
 A store holds every training tile of one or more scenes (layout in docs/contracts.md). It is
 written in two dask passes over batches of windows, so memory is bounded by a batch, never a
@@ -19,7 +20,6 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -28,8 +28,11 @@ from geoseg.errors import BadInput, OutputExists
 from geoseg.layouts import LabelReader, Scene, find_scenes, label_classes
 from geoseg.paths import check_output, remove
 from geoseg.raster import StackReader, band_names, resolve_bands
+from geoseg.tile_store import TileStore, describe_store, is_url, open_store
 
 log = logging.getLogger(__name__)
+
+__all__ = ["TileStore", "describe_store", "open_store", "tile", "tile_windows"]
 
 BATCH = 16  # windows per dask task: enough work per task, small enough to bound memory
 
@@ -333,15 +336,11 @@ def tile(
     return open_store(url)
 
 
-def _is_url(output: str | Path) -> bool:
-    return "://" in str(output) and not str(output).startswith("file://")
-
-
 def _target(output: str | Path, overwrite: bool) -> tuple[str, Path | None]:
     """Where to write: ``(url, None)`` for a URL, ``(partial path, final path)`` for a folder."""
     import zarr
 
-    if _is_url(output):
+    if is_url(output):
         if not overwrite:
             try:
                 group = zarr.open_group(str(output), mode="r")
@@ -389,104 +388,3 @@ def _open_or_create(url: str, attrs: dict, origin: np.ndarray, n_bands: int, dty
     # attrs last: a store with attrs has its arrays, so a resume can trust it
     group.attrs.update(attrs)
     return group
-
-
-# --- reading --------------------------------------------------------------------------------
-
-
-class TileStore:
-    """Read access to a complete tile store (the reader API of docs/contracts.md)."""
-
-    def __init__(self, group, url: str):
-        self.group, self.url = group, url
-        attrs = group.attrs.asdict()
-        self.attrs = attrs
-        self.image = group["image"]
-        self.valid = group["valid"]
-        self.label = group.get("label")
-        self.origin = group["origin"][:]
-        self.n_tiles = int(self.image.shape[0])
-        self.tile_size = int(attrs["tile_size"])
-        self.overlap = int(attrs["overlap"])
-        self.bands = list(attrs["bands"])
-        self.band_names = list(attrs["band_names"])
-        self.sources = list(attrs["sources"])
-        self.stats = {k: np.asarray(v, np.float64) for k, v in attrs["stats"].items()}
-        self.label_classes = dict(attrs.get("label_classes") or {})
-
-    @property
-    def has_labels(self) -> bool:
-        return self.label is not None
-
-    def __len__(self) -> int:
-        return self.n_tiles
-
-    def read(self, i: int) -> dict[str, Any]:
-        """One tile: ``image`` (C,T,T) source dtype, ``valid``, ``label`` (or None), ``origin``."""
-        return {
-            "image": self.image[i],
-            "valid": self.valid[i],
-            "label": self.label[i] if self.label is not None else None,
-            "origin": self.origin[i],
-        }
-
-    def tile_transform(self, i: int):
-        """The affine transform of tile ``i`` (its source transform shifted to the tile)."""
-        from affine import Affine
-
-        source, row, col, _ = (int(v) for v in self.origin[i])
-        return Affine(*self.sources[source]["transform"]) @ Affine.translation(col, row)
-
-    def crs(self, i: int):
-        """The rasterio CRS of tile ``i``'s source (``None`` if the source had none)."""
-        from rasterio.crs import CRS
-
-        wkt = self.sources[int(self.origin[i][0])]["crs"]
-        return CRS.from_wkt(wkt) if wkt else None
-
-
-def open_store(url: str | Path) -> TileStore:
-    """Open a tile store written by :func:`tile` (local path or fsspec URL).
-
-    Raises:
-        BadInput: not a tile store, or an interrupted one (rerun ``geoseg tile`` to finish it).
-    """
-    import zarr
-
-    text = str(url)
-    if not _is_url(text) and not Path(text.removeprefix("file://")).exists():
-        raise BadInput(f"{text} does not exist; create it with geoseg tile", param="STORE")
-    try:
-        group = zarr.open_group(text, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
-        raise BadInput(f"{text} is not a Zarr tile store; create one with geoseg tile") from None
-    if "image" not in group or "tile_size" not in group.attrs:
-        raise BadInput(f"{text} is not a geoseg tile store; create one with geoseg tile")
-    if not group.attrs.get("complete"):
-        raise BadInput(f"{text} is incomplete; rerun the same geoseg tile command to finish it")
-    return TileStore(group, text)
-
-
-def describe_store(url: str | Path) -> dict:
-    """What ``geoseg info`` shows for a tile store (from its attributes, not its pixels)."""
-    store = open_store(url)
-    from rasterio.crs import CRS
-
-    crss = sorted({CRS.from_wkt(s["crs"]).to_string() for s in store.sources if s["crs"]})
-    return {
-        "path": str(url),
-        "kind": "tile store",
-        "tiles": store.n_tiles,
-        "tile_size": store.tile_size,
-        "overlap": store.overlap,
-        "dtype": str(store.image.dtype),
-        "bands": [
-            {"index": b, "name": n, **{k: float(v[i]) for k, v in store.stats.items()}}
-            for i, (b, n) in enumerate(zip(store.bands, store.band_names, strict=True))
-        ],
-        "crs": crss,
-        "sources": [s["path"] for s in store.sources],
-        "labels": store.has_labels,
-        "label_classes": store.label_classes,
-        "geoseg_version": store.attrs.get("geoseg_version"),
-    }
