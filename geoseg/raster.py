@@ -7,6 +7,15 @@ Everything here works window by window so memory is bounded by the window, never
 from __future__ import annotations
 
 import colorsys
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg.errors import BadInput
 
 # --- palette (shared by COG colour tables and QGIS styles) -----------------------------------
 
@@ -26,17 +35,8 @@ def colour_table(n: int) -> dict[int, tuple[int, int, int, int]]:
     return table
 
 
-# --- reading (owned by the tiles/foundation work) --------------------------------------------
+# --- reading ---------------------------------------------------------------------------------
 
-import logging  # noqa: E402
-import math  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from geoseg.errors import BadInput  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +331,7 @@ class StackReader:
         self.close()
 
 
-# --- COG writing (owned by the predict work) -------------------------------------------------
+# --- COG writing -----------------------------------------------------------------------------
 
 #: GDAL block cache (MiB) of block-wise readers/writers. GDAL's default, 5% of RAM, lets the
 #: cache grow with the scene until that cap, which breaks "memory bounded by the block".
