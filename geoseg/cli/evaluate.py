@@ -6,7 +6,7 @@ import json
 
 import click
 
-from geoseg.cli.options import overwrite_opt
+from geoseg.cli.options import label_column_opt, names_opt, overwrite_opt
 
 
 def format_metrics(result: dict) -> str:
@@ -38,17 +38,8 @@ def format_metrics(result: dict) -> str:
     show_default=True,
     help="Cluster→class mapping behind per-class IoU (identity: PRED holds classes).",
 )
-@click.option(
-    "--names",
-    default=None,
-    metavar="V=NAME,...",
-    help="Label value names, e.g. 1=building,2=road; 'isprs' for the ISPRS classes.",
-)
-@click.option(
-    "--column",
-    default=None,
-    help="Vector labels: class column, integers or names (default: every polygon is 1=building).",
-)
+@names_opt
+@label_column_opt
 @click.option(
     "--fill",
     type=click.IntRange(0, 255),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.options import device_opt, overwrite_opt
+from geoseg.cli.options import device_opt, label_column_opt, names_opt, overwrite_opt
 
 
 @click.command(name="map")
@@ -41,17 +41,8 @@ from geoseg.cli.options import device_opt, overwrite_opt
     show_default=True,
     help="Many-to-one (majority) or one-to-one (hungarian).",
 )
-@click.option(
-    "--names",
-    default=None,
-    metavar="V=NAME,...",
-    help="Class names of label values, e.g. 1=building,2=road,3=tree.",
-)
-@click.option(
-    "--column",
-    default=None,
-    help="Vector labels: class column, integers or names (default: every polygon is 1=building).",
-)
+@names_opt
+@label_column_opt
 @click.option(
     "--fill",
     type=click.IntRange(0, 255),

@@ -83,3 +83,18 @@ creation_opt = click.option(
     metavar="NAME=VALUE",
     help="GDAL creation option for raster outputs (repeatable).",
 )
+
+
+names_opt = click.option(
+    "--names",
+    default=None,
+    metavar="V=NAME,...",
+    help="Class names of label values, e.g. 1=building,2=road,3=tree ('isprs' for the ISPRS "
+    "classes where labels are ISPRS).",
+)
+
+label_column_opt = click.option(
+    "--column",
+    default=None,
+    help="Vector labels: class column, integers or names (default: every polygon is 1=building).",
+)
