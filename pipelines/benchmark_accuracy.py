@@ -613,7 +613,10 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s × %s: %s", name, method, json.dumps(row))
     rows = cached_rows(args.out)
     net, kan = _budget(rows, "iic") or _budget(rows, "ac"), _budget(rows, "kanezaki")
-    command = f"python pipelines/benchmark_accuracy.py --steps {net} --kanezaki-steps {kan}"
+    command = (
+        f"OMP_NUM_THREADS=1 python pipelines/benchmark_accuracy.py --steps {net} "
+        f"--kanezaki-steps {kan} --results docs/results.md"
+    )
     text = markdown(rows, command)
     print(text)
     if args.results is not None:
