@@ -85,6 +85,7 @@ def demo(
         ``{"paths": {...}, "score": {...}, "mapping": {...}, "seconds": {...}}``.
     """
     from geoseg.evaluate import fit_mapping, score
+    from geoseg.evaluate.mapping import NoClassFound
     from geoseg.paths import remove
     from geoseg.predict import predict
     from geoseg.tiles import tile
@@ -119,10 +120,14 @@ def demo(
     done("train")
 
     step("map")
-    mapping = fit_mapping(
-        best, labels=labels, image=image, column="label", names=LABEL_NAMES,
-        max_tiles=MAP_TILES, device=device,
-    )  # fmt: skip
+    try:
+        mapping = fit_mapping(
+            best, labels=labels, image=image, column="label", names=LABEL_NAMES,
+            max_tiles=MAP_TILES, device=device,
+        )  # fmt: skip
+    except NoClassFound as exc:
+        log.warning("%s", exc)
+        mapping = {"mapping": {"classes": {}}, "tiles": MAP_TILES}
     done("map")
 
     step("predict")

@@ -16,7 +16,7 @@ from geoseg.checkpoint import build_from_spec, load_checkpoint, save_checkpoint
 from geoseg.cli import group
 from geoseg.errors import BadInput, GeoSegError
 from geoseg.evaluate import evaluate, fit_mapping, mapping_from_confusion
-from geoseg.evaluate.mapping import choose, mapping_record
+from geoseg.evaluate.mapping import NoClassFound, choose, mapping_record
 from geoseg.predict import predict
 
 #: k-means centroids (raw uint8 colours, identity normalisation): a permutation of the
@@ -37,17 +37,17 @@ def exit_code(result) -> int:
     return result.exit_code
 
 
-def kmeans_checkpoint(path, *, tile=32, mapping=None):
+def kmeans_checkpoint(path, *, tile=32, mapping=None, centroids=CENTROIDS):
     spec = {"method": "kmeans", "model_cfg": {}, "in_channels": 4,
-            "n_clusters": [len(CENTROIDS)]}  # fmt: skip
+            "n_clusters": [len(centroids)]}  # fmt: skip
     net = build_from_spec(spec)
-    net.centroids.copy_(torch.tensor(CENTROIDS, dtype=torch.float32))
+    net.centroids.copy_(torch.tensor(centroids, dtype=torch.float32))
     ckpt = dict(
         geoseg_version="test", method="kmeans", config={}, model=spec,
         model_state=net.state_dict(), optimizer_state=None, step=0, epoch=0, rng_state=None,
         bands=[1, 2, 3, 4], band_names=["red", "green", "blue", "nir"],
         norm={"mean": [0.0] * 4, "std": [1.0] * 4, "p2": [0.0] * 4, "p98": [255.0] * 4},
-        n_clusters=[len(CENTROIDS)], head_names=["main"], head=0, tile_size=tile,
+        n_clusters=[len(centroids)], head_names=["main"], head=0, tile_size=tile,
         mapping=mapping, best_loss=None,
     )  # fmt: skip
     return save_checkpoint(ckpt, path)
@@ -157,6 +157,17 @@ def test_store_of_footprints_treats_unlabelled_as_background(fixtures, building_
     ignored = fit_mapping(ckpt_path, store=store, fill=0, output=tmp_path / "n.pt")
     assert ignored["tiles"] == result["tiles"]
     assert 0 < ignored["pixels"] < result["pixels"] / 2
+
+
+def test_no_cluster_mostly_building_is_a_runtime_error_not_bad_input(
+    fixtures, building_labels, tmp_path
+):
+    # one cluster for everything: buildings are a minority of it, so it maps to background
+    ckpt_path = kmeans_checkpoint(tmp_path / "one.pt", centroids=[_COLOURS[SOIL]])
+    with pytest.raises(NoClassFound, match="mostly a named class") as info:
+        fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"])
+    assert info.value.exit_code == 1
+    assert load_checkpoint(ckpt_path)["mapping"] is None  # nothing written
 
 
 def test_existing_mapping_needs_overwrite(fixtures, building_labels, tmp_path):

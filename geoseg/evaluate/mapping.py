@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from geoseg.errors import BadInput
+from geoseg.errors import BadInput, GeoSegError
 from geoseg.evaluate.labels import VECTOR_SUFFIXES
 from geoseg.evaluate.pixels import accuracy, confusion_matrix, mapping_from_confusion
 from geoseg.evaluate.rasters import add_confusion
@@ -30,6 +30,11 @@ from geoseg.paths import check_output
 from geoseg.progress import progress
 
 log = logging.getLogger(__name__)
+
+
+class NoClassFound(GeoSegError):
+    """The labels are fine but no cluster is mostly one of their classes (exit 1): a result
+    of the model and the label budget, not a mistake in the command."""
 
 
 #: label value of "outside every polygon" in the chosen tiles when --fill is not given: it
@@ -230,8 +235,14 @@ def fit_mapping(
     table = {**found, **(names or {})}
     record = mapping_record(assignment, table, head=head, method=method, skip=skip)
     if not record["classes"]:
-        raise BadInput("no cluster got a class: the labelled tiles hold no labelled valid pixel",
-                       param="--labels")  # fmt: skip
+        named = [v for v in range(1, total.shape[1]) if v not in skip]
+        if not total[:, named].sum():
+            raise BadInput("no cluster got a class: the labelled tiles hold no labelled valid "
+                           "pixel", param="--labels")  # fmt: skip
+        raise NoClassFound(
+            f"no cluster is mostly a named class in the {n_tiles} labelled tiles (each is mostly "
+            "background); try more --max-tiles, --method hungarian, or a longer training run"
+        )
     ckpt["mapping"] = record
     save_checkpoint(ckpt, target)
     acc = accuracy(total, assignment)
