@@ -279,7 +279,8 @@ def test_cli_refuses_pixel_csv_against_geojson(data_dir):
     assert len(res.stderr.strip().splitlines()) == 1 and "pixel" in res.stderr
 
 
-def test_cli_json_to_stdout(data_dir):
+@pytest.mark.parametrize("stdout", [["--json"], ["--json", "-"]])
+def test_cli_json_to_stdout(data_dir, stdout):
     d = data_dir / "scoring"
     res = subprocess.run(
         [
@@ -288,8 +289,7 @@ def test_cli_json_to_stdout(data_dir):
             "score",
             str(d / "sample_preds_competition.csv"),
             str(d / "sample_truth_competition.csv"),
-            "--json",
-            "-",
+            *stdout,
         ],
         capture_output=True,
         text=True,

@@ -80,16 +80,21 @@ def format_table(result, *, per_image: bool = False) -> str:
 @click.option(
     "--json",
     "json_path",
+    is_flag=False,
+    flag_value="-",
     default=None,
-    metavar="PATH|-",
-    help="Write total, per-AOI and per-image results as JSON ('-' for stdout only).",
+    metavar="[PATH]",
+    help="Write total, per-AOI and per-image results as JSON to PATH, or to stdout (instead "
+    "of the table) when no PATH or '-' is given.",
 )
 @click.option(
     "--csv",
     "csv_path",
+    is_flag=False,
+    flag_value="-",
     default=None,
-    metavar="PATH|-",
-    help="Write the per-image table as CSV ('-' for stdout only).",
+    metavar="[PATH]",
+    help="Write the per-image table as CSV to PATH, or to stdout when no PATH or '-' is given.",
 )
 @click.option(
     "--layers",
