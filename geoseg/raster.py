@@ -9,6 +9,7 @@ from __future__ import annotations
 import colorsys
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,17 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import BadInput
+
+# rasterio.features.rasterize builds an in-memory GDAL dataset per call; under dask's threads
+# it now and then warns "not georeferenced" although every geoseg call passes an explicit
+# transform (seen intermittently in `geoseg tile --labels`): noise for the user, so silenced
+# for that module only.
+warnings.filterwarnings(
+    "ignore",
+    category=UserWarning,
+    module="rasterio.features",
+    message="Dataset has no geotransform",
+)
 
 # --- palette (shared by COG colour tables and QGIS styles) -----------------------------------
 
