@@ -99,7 +99,7 @@ def test_report_names_scenes_where_nothing_is_found(bench):
         {**base, **dense, "scene": "potsdam", "method": "kmeans"},
         {**base, **dense, "scene": "potsdam", "method": "iic", "hungarian6": 0.6},
     ]
-    text = bench.markdown(rows, "python pipelines/benchmark_accuracy.py")
+    text = bench.markdown(rows, "python pipelines/benchmark_accuracy.py", bench.SETTINGS)
     assert "No method finds a building (F1 0) on atlanta" in text
     assert "IIC or AC beat the better baseline (k-means, Kanezaki) on 1 of 1 scenes" in text
     assert "IIC and AC 7 optimiser steps" in text
