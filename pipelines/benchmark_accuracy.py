@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy_report import END, START, _budget, markdown, write_section  # noqa: E402, F401
+from accuracy_report import _budget, markdown, write_section  # noqa: E402
 
 log = logging.getLogger("benchmark_accuracy")
 

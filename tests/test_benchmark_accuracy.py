@@ -17,16 +17,25 @@ import rasterio
 from rasterio.features import shapes
 from shapely.geometry import shape
 
-SCRIPT = Path(__file__).resolve().parents[1] / "pipelines" / "benchmark_accuracy.py"
+PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_accuracy", SCRIPT)
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, PIPELINES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load("benchmark_accuracy")
+
+
+@pytest.fixture(scope="module")
+def report():
+    return _load("accuracy_report")
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +74,16 @@ def test_dense_row_iic_two_steps(bench, fixtures, tmp_path):
         assert row["labelled_pixels"] == int(np.count_nonzero(src.read(1)))
 
 
-def test_section_replaces_only_between_markers(bench, tmp_path):
+def test_section_replaces_only_between_markers(report, tmp_path):
     path = tmp_path / "results.md"
     path.write_text("# Results\n\n## Training results\n\nkeep me\n")
-    bench.write_section(path, "first")
-    bench.write_section(path, "second")
+    report.write_section(path, "first")
+    report.write_section(path, "second")
     text = path.read_text()
     assert "keep me" in text and "second" in text and "first" not in text
-    assert text.count(bench.START) == 1 and text.count(bench.END) == 1
+    assert text.count(report.START) == 1 and text.count(report.END) == 1
     # the heading sits outside the markers, so a "## "-delimited section before it stays whole
-    assert text.index(bench.HEADING) < text.index(bench.START)
+    assert text.index(report.HEADING) < text.index(report.START)
 
 
 def test_cache_merges_rows_in_table_order(bench, tmp_path):
@@ -85,7 +94,7 @@ def test_cache_merges_rows_in_table_order(bench, tmp_path):
     assert [(r["scene"], r["method"]) for r in rows] == [("vegas", "kmeans"), ("vegas", "iic")]
 
 
-def test_report_names_scenes_where_nothing_is_found(bench):
+def test_report_names_scenes_where_nothing_is_found(bench, report):
     env = {"commit": "abc1234", "machine": "2 CPU cores, load average 3.0, 2.0, 1.0 at start"}
     base = {"steps": 0, "train_wall_s": 2.0, "train_cpu_s": 1.0, "eval_wall_s": 1.0, "env": env,
             "clusters_used": 6, "overrides": ["schedule.steps=7"]}  # fmt: skip
@@ -99,7 +108,7 @@ def test_report_names_scenes_where_nothing_is_found(bench):
         {**base, **dense, "scene": "potsdam", "method": "kmeans"},
         {**base, **dense, "scene": "potsdam", "method": "iic", "hungarian6": 0.6},
     ]
-    text = bench.markdown(rows, "python pipelines/benchmark_accuracy.py", bench.SETTINGS)
+    text = report.markdown(rows, "python pipelines/benchmark_accuracy.py", bench.SETTINGS)
     assert "No method finds a building (F1 0) on atlanta" in text
     assert "IIC or AC beat the better baseline (k-means, Kanezaki) on 1 of 1 scenes" in text
     assert "IIC and AC 7 optimiser steps" in text
