@@ -233,6 +233,7 @@ def predict(
     tta: bool = False,
     probabilities: bool = False,
     classes: Mapping[str, Sequence[int]] | None = None,
+    polygons: Mapping[str, Any] | None = None,
     block_size: int = 1024,
     scheduler: str | None = None,
     overwrite: bool = False,
@@ -251,6 +252,8 @@ def predict(
         probabilities: also write ``<name>_probabilities.tif`` (float16 COG, one band per cluster).
         classes: ``{"building": [3, 17]}`` cluster ids per class; default the checkpoint mapping.
             Each class gets ``<name>_<class>.tif`` (0/1) and ``<name>_<class>s.gpkg``.
+        polygons: clean-up of those polygons, as :func:`geoseg.vectorize.vectorize` keywords
+            (``min_area`` m², ``simplify`` m, ``fill_holes``, ``regularize``).
         block_size: block edge in pixels (rounded to whole tile strides); bounds memory.
         scheduler: dask scheduler (``threads``, ``sync`` or a ``tcp://`` address).
         overwrite: replace existing outputs.
@@ -353,7 +356,7 @@ def predict(
             torch.set_num_threads(previous)
         for dst in dsts.values():
             dst.close()
-        _finish(paths, stitched, named, n_classes, overwrite)
+        _finish(paths, stitched, named, n_classes, overwrite, polygons or {})
     seconds = time.perf_counter() - start
     pixels = sum((b.rows[1] - b.rows[0]) * (b.cols[1] - b.cols[0]) for b in blocks)
     log.info(
@@ -368,6 +371,7 @@ def _finish(
     named: Mapping[str, Sequence[int]],
     n_classes: int,
     overwrite: bool,
+    polygons: Mapping[str, Any],
 ) -> None:
     """Copy the stitched rasters to COGs, style them, and vectorise the mapped classes."""
     from geoseg.raster import write_cog
@@ -390,5 +394,5 @@ def _finish(
         paths[f"{name}:style"] = write_raster_style(paths[name], 2, {0: f"not {name}", 1: name})
         vectorize(
             paths[name], paths[f"{name}:vector"], classes={name: 1}, class_names={1: name},
-            probabilities=stitched[f"{name}:score"], overwrite=overwrite,
+            probabilities=stitched[f"{name}:score"], overwrite=overwrite, **polygons,
         )  # fmt: skip

@@ -258,6 +258,24 @@ def test_class_option_writes_class_raster_and_polygons(tmp_path, scene, ckpt):
     assert not [p.name for p in (tmp_path / "o").iterdir() if p.name.startswith(".")]
 
 
+def test_polygon_options_clean_the_class_polygons(tmp_path, scene, ckpt):
+    import geopandas
+
+    base = ["-q", "predict", str(scene), "-m", str(ckpt), "--class", "building=1,2",
+            "--tile-size", "48", "--overlap", "8"]  # fmt: skip
+    raw = CliRunner().invoke(group, [*base, "-o", str(tmp_path / "raw")])
+    assert raw.exit_code == 0, raw.output
+    polygons = geopandas.read_file(tmp_path / "raw" / "scene_buildings.gpkg")
+    cut = float(polygons["area_m2"].median())
+    assert (polygons["area_m2"] < cut).any() and (polygons["area_m2"] >= cut).any()
+    clean = CliRunner().invoke(group, [*base, "-o", str(tmp_path / "clean"),
+                                       "--min-area", str(cut), "--fill-holes"])  # fmt: skip
+    assert clean.exit_code == 0, clean.output
+    kept = geopandas.read_file(tmp_path / "clean" / "scene_buildings.gpkg")
+    assert len(kept) == (polygons["area_m2"] >= cut).sum()
+    assert (kept.geometry.interiors.map(len) == 0).all()
+
+
 def test_checkpoint_mapping_is_used_without_class_option(tmp_path, scene):
     mapping = {"head": 0, "method": "majority", "classes": {"road": [0]}, "class_ids": {"road": 1}}
     m = tiny_checkpoint(tmp_path / "m.pt", mapping=mapping)

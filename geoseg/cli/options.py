@@ -98,3 +98,55 @@ label_column_opt = click.option(
     default=None,
     help="Vector labels: class column, integers or names (default: every polygon is 1=building).",
 )
+
+
+_polygon_options = (
+    click.option(
+        "--min-area",
+        type=click.FloatRange(min=0),
+        default=0.0,
+        show_default=True,
+        metavar="M2",
+        help="Drop polygons smaller than this, in square metres (also on EPSG:4326 rasters).",
+    ),
+    click.option(
+        "--simplify",
+        type=click.FloatRange(min=0),
+        default=0.0,
+        show_default=True,
+        metavar="M",
+        help="Polygon simplification tolerance in metres.",
+    ),
+    click.option("--fill-holes", is_flag=True, help="Fill every hole in the polygons."),
+    click.option(
+        "--max-hole",
+        type=click.FloatRange(min=0),
+        default=None,
+        metavar="M2",
+        help="Fill only holes smaller than this, in square metres.",
+    ),
+    click.option(
+        "--regularize",
+        is_flag=True,
+        help="Square off footprints that fit their minimum rotated rectangle.",
+    ),
+)
+
+
+def polygon_opts(command):
+    """--min-area, --simplify, --fill-holes, --max-hole, --regularize (vectorize, predict)."""
+    for option in reversed(_polygon_options):
+        command = option(command)
+    return command
+
+
+def polygon_kwargs(
+    min_area: float, simplify: float, fill_holes: bool, max_hole: float | None, regularize: bool
+) -> dict:
+    """The :func:`geoseg.vectorize.vectorize` keywords of :func:`polygon_opts`' values."""
+    return {
+        "min_area": min_area,
+        "simplify": simplify,
+        "fill_holes": max_hole if max_hole is not None else fill_holes,
+        "regularize": regularize,
+    }

@@ -8,6 +8,8 @@ from geoseg.cli.options import (
     device_opt,
     overlap_opt,
     overwrite_opt,
+    polygon_kwargs,
+    polygon_opts,
     scheduler_opt,
     tile_size_opt,
 )
@@ -58,6 +60,7 @@ def _parse_classes(
     help="Name clusters as a class, e.g. building=3,17 (repeatable); overrides the "
     "checkpoint's mapping. Each class gets a 0/1 COG and polygons.",
 )
+@polygon_opts
 @click.option(
     "--block-size",
     type=click.IntRange(64, 65536),
@@ -78,6 +81,11 @@ def cli(
     tta: bool,
     probabilities: bool,
     classes: dict[str, list[int]],
+    min_area: float,
+    simplify: float,
+    fill_holes: bool,
+    max_hole: float | None,
+    regularize: bool,
     block_size: int,
     scheduler: str | None,
     overwrite: bool,
@@ -103,6 +111,7 @@ def cli(
         tta=tta,
         probabilities=probabilities,
         classes=classes or None,
+        polygons=polygon_kwargs(min_area, simplify, fill_holes, max_hole, regularize),
         block_size=block_size,
         scheduler=scheduler,
         overwrite=overwrite,

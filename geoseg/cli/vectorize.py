@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.options import overwrite_opt, scheduler_opt
+from geoseg.cli.options import overwrite_opt, polygon_kwargs, polygon_opts, scheduler_opt
 
 
 def _parse_classes(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]):
@@ -46,35 +46,7 @@ def _parse_classes(ctx: click.Context, param: click.Parameter, value: tuple[str,
     default=None,
     help="Probability raster on the same grid; its mean is each polygon's score.",
 )
-@click.option(
-    "--min-area",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    metavar="M2",
-    help="Drop polygons smaller than this, in square metres.",
-)
-@click.option(
-    "--simplify",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    metavar="M",
-    help="Simplification tolerance in metres.",
-)
-@click.option("--fill-holes", is_flag=True, help="Fill every hole in the polygons.")
-@click.option(
-    "--max-hole",
-    type=click.FloatRange(min=0),
-    default=None,
-    metavar="M2",
-    help="Fill only holes smaller than this, in square metres.",
-)
-@click.option(
-    "--regularize",
-    is_flag=True,
-    help="Square off footprints that fit their minimum rotated rectangle.",
-)
+@polygon_opts
 @click.option(
     "--block-size",
     type=click.IntRange(8, 65536),
@@ -110,10 +82,7 @@ def cli(
         output,
         classes=classes,
         probabilities=probabilities,
-        min_area=min_area,
-        simplify=simplify,
-        fill_holes=max_hole if max_hole is not None else fill_holes,
-        regularize=regularize,
+        **polygon_kwargs(min_area, simplify, fill_holes, max_hole, regularize),
         block_size=block_size,
         overwrite=overwrite,
         scheduler=scheduler,
