@@ -114,6 +114,7 @@ def predict_block(
     n_classes: int,
     classes: Mapping[str, Sequence[int]],
     probabilities: bool,
+    nodata: float | str | None = None,
     sink=None,
 ) -> dict[str, np.ndarray] | None:
     """Read, normalise, segment and blend one block; the arrays to write over its window.
@@ -128,15 +129,15 @@ def predict_block(
 
     (rr0, rr1), (cc0, cc1) = block.read_rows, block.read_cols
     with rasterio.open(path) as src:
-        data, valid = read_window(src, Window(cc0, rr0, cc1 - cc0, rr1 - rr0), bands)
+        data, valid = read_window(src, Window(cc0, rr0, cc1 - cc0, rr1 - rr0), bands, nodata)
     probs = blend_block(
         block, data, segment, tile=tile, overlap=overlap, batch_size=batch_size,
         n_classes=n_classes, valid=valid, norm=norm,
     )  # fmt: skip
     (r0, r1), (c0, c1) = block.rows, block.cols
     inside = valid[r0 - rr0 : r1 - rr0, c0 - cc0 : c1 - cc0]
-    dtype, nodata = class_dtype(n_classes)
-    clusters = _classify(probs, inside, dtype, nodata)
+    dtype, out_nodata = class_dtype(n_classes)
+    clusters = _classify(probs, inside, dtype, out_nodata)
     arrays = {"clusters": clusters}
     for name, ids in classes.items():
         mask = np.isin(clusters, ids).astype("uint8")
@@ -234,6 +235,7 @@ def predict(
     probabilities: bool = False,
     classes: Mapping[str, Sequence[int]] | None = None,
     polygons: Mapping[str, Any] | None = None,
+    nodata: float | str | None = None,
     block_size: int = 1024,
     scheduler: str | None = None,
     overwrite: bool = False,
@@ -254,6 +256,7 @@ def predict(
             Each class gets ``<name>_<class>.tif`` (0/1) and ``<name>_<class>s.gpkg``.
         polygons: clean-up of those polygons, as :func:`geoseg.vectorize.vectorize` keywords
             (``min_area`` m², ``simplify`` m, ``fill_holes``, ``regularize``).
+        nodata: override the raster's nodata (``"none"`` ignores it), as ``geoseg tile``.
         block_size: block edge in pixels (rounded to whole tile strides); bounds memory.
         scheduler: dask scheduler (``threads``, ``sync`` or a ``tcp://`` address).
         overwrite: replace existing outputs.
@@ -295,8 +298,8 @@ def predict(
     net = net.to(dev).eval()
     segment = segmenter(net, head=head, device=dev, tta=tta)
 
-    dtype, nodata = class_dtype(n_classes)
-    rasters = {"clusters": (dtype, nodata, 1)}
+    dtype, out_nodata = class_dtype(n_classes)
+    rasters = {"clusters": (dtype, out_nodata, 1)}
     rasters.update({name: ("uint8", 255, 1) for name in named})
     rasters.update({f"{name}:score": ("float32", float("nan"), 1) for name in named})
     if probabilities:
@@ -321,7 +324,7 @@ def predict(
             role: stack.enter_context(rasterio.open(stitched[role], "w", **profiles[role]))
             for role in rasters
         }
-        dsts["clusters"].write_colormap(1, class_colormap(n_classes, nodata))
+        dsts["clusters"].write_colormap(1, class_colormap(n_classes, out_nodata))
         for name in named:
             dsts[name].write_colormap(1, class_colormap(2, 255))
         lock = threading.Lock()
@@ -336,7 +339,7 @@ def predict(
         kwargs = dict(
             bands=bands, norm=ckpt["norm"], segment=seg_node, tile=tile, overlap=overlap,
             batch_size=batch_size, n_classes=n_classes, classes=named,
-            probabilities=probabilities,
+            probabilities=probabilities, nodata=nodata,
         )  # fmt: skip
         task = dask.delayed(predict_block, pure=False)
         previous = torch.get_num_threads()

@@ -276,6 +276,22 @@ def test_polygon_options_clean_the_class_polygons(tmp_path, scene, ckpt):
     assert (kept.geometry.interiors.map(len) == 0).all()
 
 
+def test_nodata_override(tmp_path, fixtures, ckpt):
+    # rgbn_nodata: 20 left columns are 0 in every band, and the file declares nodata 0
+    base = ["-q", "predict", str(fixtures["rgbn_nodata"]), "-m", str(ckpt),
+            "--tile-size", "48", "--overlap", "8"]  # fmt: skip
+    assert CliRunner().invoke(group, [*base, "-o", str(tmp_path / "a")]).exit_code == 0
+    ignored = CliRunner().invoke(group, [*base, "-o", str(tmp_path / "b"), "--nodata", "none"])
+    assert ignored.exit_code == 0, ignored.output
+    with rasterio.open(tmp_path / "a" / "rgbn_nodata_clusters.tif") as src:
+        declared, nodata = src.read(1), src.nodata
+    overridden = read(tmp_path / "b" / "rgbn_nodata_clusters.tif")[0]
+    assert (declared[:, :20] == nodata).all() and (declared[:, 20:] != nodata).all()
+    assert (overridden != nodata).all()
+    # columns 48+ lie only in tiles that never saw the nodata strip: identical either way
+    np.testing.assert_array_equal(overridden[:, 48:], declared[:, 48:])
+
+
 def test_checkpoint_mapping_is_used_without_class_option(tmp_path, scene):
     mapping = {"head": 0, "method": "majority", "classes": {"road": [0]}, "class_ids": {"road": 1}}
     m = tiny_checkpoint(tmp_path / "m.pt", mapping=mapping)

@@ -6,6 +6,7 @@ import click
 
 from geoseg.cli.options import (
     device_opt,
+    nodata_opt,
     overlap_opt,
     overwrite_opt,
     polygon_kwargs,
@@ -61,6 +62,7 @@ def _parse_classes(
     "checkpoint's mapping. Each class gets a 0/1 COG and polygons.",
 )
 @polygon_opts
+@nodata_opt
 @click.option(
     "--block-size",
     type=click.IntRange(64, 65536),
@@ -86,6 +88,7 @@ def cli(
     fill_holes: bool,
     max_hole: float | None,
     regularize: bool,
+    nodata,
     block_size: int,
     scheduler: str | None,
     overwrite: bool,
@@ -112,6 +115,7 @@ def cli(
         probabilities=probabilities,
         classes=classes or None,
         polygons=polygon_kwargs(min_area, simplify, fill_holes, max_hole, regularize),
+        nodata=nodata,
         block_size=block_size,
         scheduler=scheduler,
         overwrite=overwrite,
