@@ -274,7 +274,7 @@ def predict(
     import torch
 
     from geoseg.progress import run_tasks, scheduler_address
-    from geoseg.raster import GDAL_CACHE_MB, class_colormap, class_dtype, open_raster
+    from geoseg.raster import class_colormap, class_dtype, open_raster
 
     with open_raster(raster, param="RASTER") as src:
         count, grid = (
@@ -317,7 +317,6 @@ def predict(
     _map_large_arrays()
     start = time.perf_counter()
     with ExitStack() as stack:
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
         stitched = {role: temporary_name(paths[role.split(":")[0]]) for role in rasters}
         stack.callback(lambda: [remove(p) for p in stitched.values()])
         dsts = {

@@ -345,10 +345,6 @@ class StackReader:
 
 # --- COG writing -----------------------------------------------------------------------------
 
-#: GDAL block cache (MiB) of block-wise readers/writers. GDAL's default, 5% of RAM, lets the
-#: cache grow with the scene until that cap, which breaks "memory bounded by the block".
-GDAL_CACHE_MB = 64
-
 
 def class_dtype(n_classes: int) -> tuple[str, int]:
     """``(dtype, nodata)`` of a class raster: uint8/255 up to 255 classes, else uint16/65535."""
@@ -412,10 +408,7 @@ def write_cog(
     if quiet:
         gdal_log.addFilter(quiet)
     try:
-        with (
-            atomic_output(dst, overwrite=overwrite, param=param) as tmp,
-            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),
-        ):
+        with atomic_output(dst, overwrite=overwrite, param=param) as tmp:
             rasterio.shutil.copy(str(src_path), str(tmp), driver="COG", **options)
     finally:
         if quiet:

@@ -31,6 +31,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 log = logging.getLogger("geoseg")
 
+#: GDAL block cache (MiB) for CLI processes. GDAL's default, 5% of RAM, lets the cache grow
+#: with the scene, which breaks "memory bounded by the block" (measured: predict peak RSS
+#: 8192² / 2048² went from 1.25 to 1.03 with a fixed cache). It is set once at process start:
+#: changing it later (rasterio.Env(GDAL_CACHEMAX=...)) flushes every open dataset's blocks
+#: process-wide and crashed a test worker. An exported GDAL_CACHEMAX wins.
+GDAL_CACHE_MB = 64
+
 
 class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use."""
@@ -81,8 +88,11 @@ def _one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the group and apply the exit-code convention."""
+    import os
+
     from geoseg.errors import GeoSegError
 
+    os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = any(
         a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in argv
