@@ -99,10 +99,8 @@ def cli(
     in memory and there are no seams. Mapped classes (checkpoint mapping or --class) also get
     <name>_<class>.tif and polygons.
     """
-    from geoseg.paths import check_input
     from geoseg.predict import predict
 
-    check_input(raster, param="RASTER")
     paths = predict(
         raster,
         model,
