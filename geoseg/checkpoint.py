@@ -76,11 +76,12 @@ def load_checkpoint(path: str | Path, *, param: str = "-m/--model") -> dict[str,
 def build_from_spec(spec: dict[str, Any]):
     """Build an untrained model from the ``ckpt["model"]`` spec (``build_model`` kwargs).
 
-    Baselines are built by :mod:`geoseg.baselines`, networks by :func:`geoseg.models.build_model`;
-    both share one interface so callers never need to know which they hold.
+    Baselines are built by :mod:`geoseg.models.baselines`, networks by
+    :func:`geoseg.models.build_model`; both share one interface so callers never need to know
+    which they hold.
     """
     if spec["method"] in BASELINE_METHODS:
-        from geoseg.baselines import build_baseline
+        from geoseg.models.baselines import build_baseline
 
         return build_baseline(**spec)
     from geoseg.models import build_model

@@ -90,9 +90,9 @@ def demo(
     from geoseg.evaluate import fit_mapping, score
     from geoseg.evaluate.mapping import NoClassFound
     from geoseg.paths import remove
-    from geoseg.predict import predict
-    from geoseg.tiles import tile
-    from geoseg.train import train
+    from geoseg.predict.raster import predict
+    from geoseg.tiles.writer import tile
+    from geoseg.train.loop import train
 
     output = check_output(output, overwrite=overwrite, param="--output")
     if output.exists():
@@ -167,7 +167,7 @@ def _empty_buildings(clusters: Path) -> Path:
     import geopandas as gpd
     import rasterio
 
-    from geoseg.vector_io import write_polygons
+    from geoseg.vector.formats import write_polygons
 
     with rasterio.open(clusters) as src:
         crs = src.crs
@@ -192,7 +192,8 @@ def write_quicklook(
     from PIL import Image
     from rasterio.features import rasterize
 
-    from geoseg.raster import colour_table, resolve_bands
+    from geoseg.io.bands import resolve_bands
+    from geoseg.io.palette import colour_table
 
     with rasterio.open(image) as src:
         idx = resolve_bands(src, "red,green,blue")

@@ -144,7 +144,7 @@ def prepare(name: str, scene: Scene, out: Path) -> tuple[Path, Path]:
     import rasterio
     from rasterio.transform import from_origin
 
-    from geoseg.evaluate.labels import open_raster
+    from geoseg.io.labels import open_raster
 
     folder = out / "inputs"
     folder.mkdir(parents=True, exist_ok=True)
@@ -176,7 +176,8 @@ def prepare(name: str, scene: Scene, out: Path) -> tuple[Path, Path]:
 def store_for(name: str, scene: Scene, image: Path, out: Path):
     """The scene's tile store, built once and shared by every method (labels not staged)."""
     from geoseg.errors import BadInput
-    from geoseg.tiles import open_store, tile
+    from geoseg.tiles.store import open_store
+    from geoseg.tiles.writer import tile
 
     path = out / "stores" / f"{name}.zarr"
     try:
@@ -241,7 +242,7 @@ def footprint_metrics(name, scene, image, labels, best, run) -> dict[str, Any]:
     """Map clusters from a few labelled tiles, predict, then building IoU and SpaceNet F1."""
     from geoseg.errors import BadInput
     from geoseg.evaluate import fit_mapping, score
-    from geoseg.predict import predict
+    from geoseg.predict.raster import predict
 
     try:
         mapped = fit_mapping(
@@ -279,8 +280,9 @@ def footprint_metrics(name, scene, image, labels, best, run) -> dict[str, Any]:
 def dense_metrics(name, scene, image, labels, best, run) -> dict[str, Any]:
     """Hungarian / many-to-one accuracy (6 and Potsdam-3 classes) and the few-tile mapping."""
     from geoseg.evaluate import evaluate, fit_mapping
-    from geoseg.evaluate.pixels import ISPRS_NAMES, accuracy
-    from geoseg.predict import predict
+    from geoseg.evaluate.pixels import accuracy
+    from geoseg.io.labels import ISPRS_NAMES
+    from geoseg.predict.raster import predict
 
     mapped = fit_mapping(
         best, labels=labels, image=image, names=dict(ISPRS_NAMES), max_tiles=MAP_TILES,
@@ -316,7 +318,7 @@ def run_row(
     import torch
 
     from geoseg.checkpoint import load_checkpoint
-    from geoseg.train import train
+    from geoseg.train.loop import train
 
     image, labels = prepare(name, scene, out)
     store = store_for(name, scene, image, out)

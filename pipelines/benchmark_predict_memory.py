@@ -37,9 +37,9 @@ from benchmark_tile_memory import NAIP, build_scene  # noqa: E402
 BARE_FORWARD = """
 import sys, time, numpy as np, rasterio, torch
 from rasterio.windows import Window
-from geoseg.blend import tile_origins
+from geoseg.predict.blend import tile_origins
 from geoseg.checkpoint import load_checkpoint, model_from_checkpoint
-from geoseg.transforms import normalize
+from geoseg.io.bands import normalize
 scene, ckpt_path, tile, overlap, batch = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
 ckpt = load_checkpoint(ckpt_path)
 model = model_from_checkpoint(ckpt)
@@ -61,7 +61,7 @@ def make_checkpoint(sample: Path, path: Path, *, method: str, tile: int, width: 
     (so nearly all the time is the pipeline itself, not the network).
     """
     from geoseg.checkpoint import build_from_spec, save_checkpoint
-    from geoseg.transforms import normalize
+    from geoseg.io.bands import normalize
 
     with rasterio.open(sample) as src:
         data = src.read().reshape(src.count, -1).astype(np.float64)

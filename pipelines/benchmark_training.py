@@ -33,9 +33,10 @@ import yaml
 
 from geoseg.checkpoint import load_checkpoint, model_from_checkpoint
 from geoseg.evaluate.pixels import confusion_matrix, pixel_metrics
-from geoseg.tiles import open_store, tile
-from geoseg.train import train
-from geoseg.transforms import normalize
+from geoseg.io.bands import normalize
+from geoseg.tiles.store import open_store
+from geoseg.tiles.writer import tile
+from geoseg.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENES = {

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from geoseg.raster import describe
-from geoseg.tiles import tile
+from geoseg.info import describe
+from geoseg.tiles.writer import tile
 
 #: name → (inputs relative to shared/data, labels or None)
 SAMPLES = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from geoseg.losses import ac_loss
 from geoseg.models import build_model
 from geoseg.models.ac import N_ORDERINGS, ordering_rank, orient, sample_orderings, unorient
+from geoseg.train.losses import ac_loss
 
 H, W = 7, 9  # not square, so the quarter turns really change the scan
 

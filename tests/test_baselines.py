@@ -7,9 +7,10 @@ import pytest
 import rasterio
 import torch
 
-from geoseg.baselines import KanezakiNet, KMeansSegmenter, build_baseline, fit_kanezaki
-from geoseg.train_monitor import confusion, hungarian_scores
-from geoseg.transforms import normalize
+from geoseg.io.bands import normalize
+from geoseg.models.baselines import KanezakiNet, KMeansSegmenter, build_baseline
+from geoseg.train.baselines import fit_kanezaki
+from geoseg.train.monitor import confusion, hungarian_scores
 
 
 @pytest.fixture(scope="module")

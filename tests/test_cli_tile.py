@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from geoseg.cli import group, main
-from geoseg.tiles import open_store
+from geoseg.tiles.store import open_store
 
 
 def run(*args):

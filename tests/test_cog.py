@@ -9,8 +9,9 @@ from make_fixtures import synthetic_scene, write_raster
 from test_predict import tiny_checkpoint
 
 from geoseg.errors import OutputExists
-from geoseg.predict import predict
-from geoseg.raster import class_colormap, colour_table, write_cog
+from geoseg.io.palette import class_colormap, colour_table
+from geoseg.predict.cog import write_cog
+from geoseg.predict.raster import predict
 
 
 def _stitched(path, data, *, nodata=255, colormap=True):

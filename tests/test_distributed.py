@@ -22,9 +22,10 @@ def cluster():
 
 
 def test_tile_and_predict_on_a_cluster_equal_local_threads(fixtures, tmp_path, cluster):
-    from geoseg.predict import predict
-    from geoseg.tiles import open_store, tile
-    from geoseg.train import train
+    from geoseg.predict.raster import predict
+    from geoseg.tiles.store import open_store
+    from geoseg.tiles.writer import tile
+    from geoseg.train.loop import train
 
     local = tile([fixtures["rgbn"]], tmp_path / "local.zarr", tile_size=48, overlap=8)
     remote = tile(

@@ -9,8 +9,8 @@ import pytest
 import rasterio
 
 from geoseg.errors import BadInput
-from geoseg.layouts import find_scenes
-from geoseg.tiles import tile
+from geoseg.io.layouts import find_scenes
+from geoseg.tiles.writer import tile
 
 GEOJSON = "geoseg/data/vegas_img2144/labels.geojson"
 

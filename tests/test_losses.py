@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoseg.losses import ac_loss, iic_loss, joint_distribution, mutual_information
+from geoseg.train.losses import ac_loss, iic_loss, joint_distribution, mutual_information
 
 
 def one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ from geoseg.cli import group
 from geoseg.errors import BadInput, GeoSegError
 from geoseg.evaluate import evaluate, fit_mapping, mapping_from_confusion
 from geoseg.evaluate.mapping import NoClassFound, choose, mapping_record
-from geoseg.predict import predict
+from geoseg.predict.raster import predict
 
 #: k-means centroids (raw uint8 colours, identity normalisation): a permutation of the
 #: fixture's classes, a second brighter "building" cluster, and one colour nothing has
@@ -132,7 +132,7 @@ def test_label_budget_limits_tiles(fixtures, tmp_path):
 
 
 def test_mapping_from_a_tile_store(fixtures, tmp_path):
-    from geoseg.tiles import tile
+    from geoseg.tiles.writer import tile
 
     store = tmp_path / "tiles.zarr"
     tile(fixtures["rgbn"], store, tile_size=32, overlap=0, labels=fixtures["labels"],
@@ -144,7 +144,7 @@ def test_mapping_from_a_tile_store(fixtures, tmp_path):
 
 
 def test_store_of_footprints_treats_unlabelled_as_background(fixtures, building_labels, tmp_path):
-    from geoseg.tiles import tile
+    from geoseg.tiles.writer import tile
 
     store = tmp_path / "tiles.zarr"
     tile(fixtures["rgbn"], store, tile_size=32, overlap=0, labels=building_labels,

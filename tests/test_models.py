@@ -162,8 +162,8 @@ class TinyAdam:
 )
 def test_mi_training_separates_two_regions(method, cfg, steps):
     """Losses, inverse transforms and models together: a few Adam steps find the two regions."""
-    from geoseg.losses import iic_loss
-    from geoseg.transforms import sample_transform
+    from geoseg.train.augment import sample_transform
+    from geoseg.train.losses import iic_loss
 
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)

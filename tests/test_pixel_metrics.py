@@ -15,13 +15,10 @@ from shapely.geometry import shape
 from geoseg.cli import group
 from geoseg.errors import BadInput, GeoSegError
 from geoseg.evaluate import evaluate
-from geoseg.evaluate.labels import parse_names
 from geoseg.evaluate.pixels import (
-    ISPRS_COLOURS,
     MERGES,
     accuracy,
     confusion_matrix,
-    decode_colours,
     hungarian_accuracy,
     many_to_one_accuracy,
     mapping_from_confusion,
@@ -29,6 +26,7 @@ from geoseg.evaluate.pixels import (
     per_class_iou,
     pixel_metrics,
 )
+from geoseg.io.labels import ISPRS_COLOURS, decode_colours, parse_names
 
 #: 3 clusters × label values 0..2 (column 0 = unlabelled, empty): an overclustering case
 OVER = np.array([[0, 6, 1], [0, 4, 0], [0, 1, 5]])

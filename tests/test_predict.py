@@ -11,11 +11,12 @@ import torch
 from click.testing import CliRunner
 from make_fixtures import synthetic_scene
 
-from geoseg.blend import blend_block, blend_weight, plan_blocks, tile_origins
 from geoseg.checkpoint import build_from_spec, save_checkpoint
 from geoseg.cli import group, main
 from geoseg.errors import BadInput, OutputExists
-from geoseg.predict import predict, predict_array
+from geoseg.predict.blend import blend_block, blend_weight, plan_blocks, tile_origins
+from geoseg.predict.raster import predict
+from geoseg.predict.segment import predict_array
 
 
 def tiny_checkpoint(path, *, bands=(1, 2, 3, 4), k=5, tile=32, seed=0, mapping=None):

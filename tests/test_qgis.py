@@ -47,9 +47,9 @@ def qgis_python():
 def products(tmp_path_factory):
     """COG + GeoPackage predicted from the real bundled SpaceNet Vegas sample."""
     from geoseg.demo import sample_paths
-    from geoseg.predict import predict
-    from geoseg.tiles import tile
-    from geoseg.train import train
+    from geoseg.predict.raster import predict
+    from geoseg.tiles.writer import tile
+    from geoseg.train.loop import train
 
     out = tmp_path_factory.mktemp("qgis")
     image, _ = sample_paths()

@@ -8,7 +8,9 @@ import rasterio
 from rasterio.windows import Window
 
 from geoseg.errors import BadInput
-from geoseg.raster import band_names, describe, open_raster, read_window, resolve_bands, valid_mask
+from geoseg.info import describe
+from geoseg.io.bands import band_names, resolve_bands
+from geoseg.io.rasters import open_raster, read_window, valid_mask
 
 
 def test_resolve_bands_indices_names_and_presets():

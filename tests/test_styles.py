@@ -1,4 +1,4 @@
-"""geoseg.styles: QML styles that QGIS 3.x loads, with the COG's colours."""
+"""geoseg.vector.styles: QML styles that QGIS 3.x loads, with the COG's colours."""
 
 from __future__ import annotations
 
@@ -13,8 +13,13 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from geoseg.raster import colour_table
-from geoseg.styles import OUTLINE_RGBA, OUTLINE_WIDTH_MM, write_raster_style, write_vector_style
+from geoseg.io.palette import colour_table
+from geoseg.vector.styles import (
+    OUTLINE_RGBA,
+    OUTLINE_WIDTH_MM,
+    write_raster_style,
+    write_vector_style,
+)
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -145,7 +150,7 @@ def test_styles_load_in_qgis(tmp_path):
     """Styles as vectorize and predict write them load in QGIS 3.22 and show what we wrote."""
     if not has_qgis():
         pytest.skip("no qgis.core in /usr/bin/python3 (tests/test_qgis.py covers QGIS fully)")
-    from geoseg.vectorize import vectorize
+    from geoseg.vector.vectorize import vectorize
 
     tif = cluster_cog(tmp_path / "clusters.tif", 4)
     write_raster_style(tif, 4)

@@ -11,8 +11,10 @@ import rasterio
 import zarr
 
 from geoseg.errors import BadInput, OutputExists
-from geoseg.raster import describe
-from geoseg.tiles import open_store, tile, tile_windows
+from geoseg.info import describe
+from geoseg.tiles.grid import tile_windows
+from geoseg.tiles.store import open_store
+from geoseg.tiles.writer import tile
 
 
 def _covered(height, width, size, overlap):

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from geoseg.checkpoint import load_checkpoint
 from geoseg.cli import group, main
-from geoseg.train import train
+from geoseg.train.loop import train
 
 #: a tiny, fast run: 48 px crops, a quarter-width VGG, two heads with two sub-heads each
 TINY = (
@@ -33,7 +33,7 @@ TINY = (
 @pytest.fixture(scope="module")
 def store(fixtures, tmp_path_factory):
     """The synthetic RGBN fixture with its labels, as 6 tiles of 64 px."""
-    from geoseg.tiles import tile
+    from geoseg.tiles.writer import tile
 
     out = tmp_path_factory.mktemp("store") / "fixture.zarr"
     tile([fixtures["rgbn"]], out, tile_size=64, overlap=16, labels=fixtures["labels"])
@@ -182,7 +182,7 @@ def test_rng_state_survives_a_weights_only_checkpoint(tmp_path):
 
     import numpy as np
 
-    from geoseg.train_data import rng_state, seed_everything, set_rng_state
+    from geoseg.train.data import rng_state, seed_everything, set_rng_state
 
     seed_everything(5)
     torch.save({"rng_state": rng_state()}, tmp_path / "s.pt")

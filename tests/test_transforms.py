@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from geoseg.transforms import PairTransform, normalize, optical_bands, sample_transform
+from geoseg.io.bands import normalize, optical_bands
+from geoseg.train.augment import PairTransform, sample_transform
 
 STATS = {
     "mean": [10.0, 20.0, 5.0],

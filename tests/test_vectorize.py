@@ -1,4 +1,4 @@
-"""geoseg.vectorize: blockwise polygons equal whole-raster polygons; metric filters on EPSG:4326."""
+"""vectorize: blockwise polygons equal whole-raster ones, metric filters (EPSG:4326)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from rasterio.transform import from_origin
 
 from geoseg.cli import group
 from geoseg.errors import BadInput, OutputExists
-from geoseg.vectorize import vectorize
+from geoseg.vector.vectorize import vectorize
 
 NODATA = 255
 #: ~0.5 m pixels at 36° N (SpaceNet Vegas): 0.5 m of latitude and of longitude there

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vectorize": ("geoseg.cli.vectorize", "Class raster to polygons (GeoPackage)."),
     "score": ("geoseg.cli.score", "SpaceNet building F1 of polygons vs footprints."),
     "evaluate": ("geoseg.cli.evaluate", "Pixel metrics of a cluster/class raster."),
+    "report": ("geoseg.cli.report", "HTML page of a run or output folder (maps, score, curves)."),
     "demo": ("geoseg.cli.demo", "Whole chain on the bundled SpaceNet Vegas sample."),
 }
 

@@ -70,7 +70,7 @@ def cli(pred, labels, merge, method, names, column, fill, confusion_csv, json_pa
     onto PRED's grid. Label 0 and nodata are ignored.
     """
     from geoseg.evaluate import evaluate
-    from geoseg.evaluate.labels import parse_names
+    from geoseg.io.labels import parse_names
 
     result = evaluate(pred, labels, merge=merge, method=method, names=parse_names(names),
                       column=column, fill=fill, confusion_csv=confusion_csv,

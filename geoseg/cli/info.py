@@ -13,7 +13,7 @@ import click
 @click.option("--no-stats", is_flag=True, help="Skip per-band statistics (faster on big rasters).")
 def cli(path: str, as_json: bool, no_stats: bool) -> None:
     """Print bands, dtype, size, CRS, resolution, nodata and per-band statistics of PATH."""
-    from geoseg.raster import describe
+    from geoseg.info import describe
 
     info = describe(path, stats=not no_stats)
     if as_json:

@@ -78,7 +78,7 @@ def cli(checkpoint, labels, image, store, max_tiles, method, names, column, fill
     an existing mapping (or an existing -o file) needs --overwrite.
     """
     from geoseg.evaluate import fit_mapping
-    from geoseg.evaluate.labels import parse_names
+    from geoseg.io.labels import parse_names
 
     result = fit_mapping(
         checkpoint, labels=labels, image=image, store=store, max_tiles=max_tiles,

@@ -143,7 +143,7 @@ def polygon_opts(command):
 def polygon_kwargs(
     min_area: float, simplify: float, fill_holes: bool, max_hole: float | None, regularize: bool
 ) -> dict:
-    """The :func:`geoseg.vectorize.vectorize` keywords of :func:`polygon_opts`' values."""
+    """The :func:`geoseg.vector.vectorize.vectorize` keywords of :func:`polygon_opts`' values."""
     return {
         "min_area": min_area,
         "simplify": simplify,

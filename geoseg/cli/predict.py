@@ -99,7 +99,7 @@ def cli(
     in memory and there are no seams. Mapped classes (checkpoint mapping or --class) also get
     <name>_<class>.tif and polygons.
     """
-    from geoseg.predict import predict
+    from geoseg.predict.raster import predict
 
     paths = predict(
         raster,

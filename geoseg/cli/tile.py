@@ -54,7 +54,7 @@ def cli(
     Defaults: 256 px tiles overlapping by 32 px (a quarter of the tile for tiles under 128 px).
     Rerunning an interrupted command resumes it.
     """
-    from geoseg.tiles import tile
+    from geoseg.tiles.writer import tile
 
     store = tile(
         list(inputs),

@@ -52,7 +52,7 @@ def cli(
         from geoseg.config import TrainConfig, load_config
 
         load_config(TrainConfig, config, overrides)
-    from geoseg.train import train
+    from geoseg.train.loop import train
 
     best = train(
         store,

@@ -75,7 +75,7 @@ def cli(
     Example: geoseg vectorize region_clusters.tif -o buildings.gpkg --class building=3
     --min-area 20 --simplify 0.5
     """
-    from geoseg.vectorize import vectorize
+    from geoseg.vector.vectorize import vectorize
 
     gdf = vectorize(
         raster,

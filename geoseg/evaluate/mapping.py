@@ -23,9 +23,9 @@ from typing import Any, Literal
 import numpy as np
 
 from geoseg.errors import BadInput, GeoSegError
-from geoseg.evaluate.labels import VECTOR_SUFFIXES
 from geoseg.evaluate.pixels import accuracy, confusion_matrix, mapping_from_confusion
 from geoseg.evaluate.rasters import add_confusion
+from geoseg.io.labels import VECTOR_SUFFIXES
 from geoseg.paths import check_output
 from geoseg.progress import progress
 
@@ -76,10 +76,10 @@ def _image_tiles(image, labels, ckpt, *, column, fill, names, max_tiles, seed) -
     """Labelled tiles of a raster: ``(iterator of (image, valid, label), n, names)``."""
     from rasterio.windows import Window
 
-    from geoseg.evaluate.labels import Grid, LabelSource
-    from geoseg.predict import select_bands
-    from geoseg.raster import open_raster, read_window
-    from geoseg.tiles import tile_windows
+    from geoseg.io.labels import Grid, LabelSource
+    from geoseg.io.rasters import open_raster, read_window
+    from geoseg.predict.raster import select_bands
+    from geoseg.tiles.grid import tile_windows
 
     src = open_raster(image, param="--image")
     bands = select_bands(src.count, ckpt["bands"], name=Path(image).name)
@@ -119,7 +119,7 @@ def _store_tiles(store, ckpt, *, fill, max_tiles, seed) -> tuple:
     A store keeps no difference between "unlabelled" and "outside every polygon" (both 0), so
     a non-zero ``fill`` is applied to the valid 0 pixels of the chosen tiles.
     """
-    from geoseg.tiles import open_store
+    from geoseg.tiles.store import open_store
 
     tiles_store = open_store(store)
     if not tiles_store.has_labels:
@@ -186,7 +186,7 @@ def fit_mapping(
         "confusion": nested list, "output": path}``.
     """
     from geoseg.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-    from geoseg.predict import predict_array
+    from geoseg.predict.segment import predict_array
 
     if method not in ("majority", "hungarian"):
         raise BadInput(f"unknown method {method!r}; use majority or hungarian", param="--method")

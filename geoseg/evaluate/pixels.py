@@ -20,11 +20,6 @@ import numpy as np
 
 Method = Literal["hungarian", "majority", "identity"]
 
-#: ISPRS 2D labelling benchmark: label value → name, and the colour code of its label images
-ISPRS_NAMES = {1: "impervious", 2: "building", 3: "low_vegetation", 4: "tree", 5: "car",
-               6: "clutter"}  # fmt: skip
-ISPRS_COLOURS = {(255, 255, 255): 1, (0, 0, 255): 2, (0, 255, 255): 3, (0, 255, 0): 4,
-                 (255, 255, 0): 5, (255, 0, 0): 6}  # fmt: skip
 #: Potsdam-3 (IIC paper): {impervious, car}, {building, clutter}, {low vegetation, tree}
 MERGES: dict[str, tuple[np.ndarray, dict[int, str]]] = {
     "potsdam3": (
@@ -180,18 +175,6 @@ def pixel_metrics(
         "building_iou": building,
         "mapping": {int(i): name(c) for i, c in enumerate(mapping) if c >= 0},
     }
-
-
-def decode_colours(rgb: np.ndarray, colours: Mapping[tuple[int, int, int], int]) -> np.ndarray:
-    """Colour-coded label image (3, H, W) → label values (H, W); unknown colours become 0."""
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[0] < 3:
-        raise ValueError("colour-coded labels need 3 bands (R, G, B)")
-    key = (rgb[0].astype(np.int64) << 16) | (rgb[1].astype(np.int64) << 8) | rgb[2]
-    out = np.zeros(key.shape, np.uint8)
-    for (r, g, b), value in colours.items():
-        out[key == (r << 16 | g << 8 | b)] = value
-    return out
 
 
 def merge_labels(labels: np.ndarray, lookup: np.ndarray) -> np.ndarray:

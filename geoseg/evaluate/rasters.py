@@ -2,7 +2,7 @@
 
 The confusion matrix is accumulated over row strips of the prediction, so memory is bounded
 by one strip whatever the scene size; labels are reprojected or rasterised onto the same strip
-(see :mod:`geoseg.evaluate.labels`).
+(see :mod:`geoseg.io.labels`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from geoseg.errors import BadInput
-from geoseg.evaluate.labels import Grid, LabelSource, open_raster
 from geoseg.evaluate.pixels import MERGES, Method, confusion_matrix, merge_labels, pixel_metrics
+from geoseg.io.labels import Grid, LabelSource, open_raster
 from geoseg.paths import atomic_output
 
 log = logging.getLogger(__name__)

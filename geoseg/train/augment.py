@@ -1,4 +1,4 @@
-"""Normalisation and paired augmentations that know their inverse.
+"""Paired augmentations that know their inverse.
 
 IIC compares the network output on an image with its output on a transformed view ``g(x)``;
 for per-pixel clustering the second output has to be mapped back with ``g⁻¹`` before the two
@@ -19,18 +19,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 log = logging.getLogger(__name__)
-
-OPTICAL_BANDS = frozenset(
-    {"coastal", "blue", "green", "yellow", "red", "pan", "panchromatic", "r", "g", "b"}
-)
-"""Band names (lower case) that colour jitter may touch; everything else (NIR, red edge,
-SWIR, unknown ``b<i>`` names) is left untouched."""
 
 _DEFAULTS: dict[str, Any] = {
     "flip": True,
@@ -42,52 +35,6 @@ _DEFAULTS: dict[str, Any] = {
     "scale_range": (0.9, 1.1),
     "translate": 0.05,
 }
-
-
-def normalize(x: np.ndarray | Tensor, stats: Mapping[str, Sequence[float]]) -> np.ndarray | Tensor:
-    """Clip each band to its [p2, p98] range, then standardise to float32.
-
-    The one normalisation used by training and prediction (docs/contracts.md), so a model sees
-    the same numbers at both times. Clipping first keeps rare saturated pixels (specular roofs,
-    clouds) from stretching the scale of every other pixel.
-
-    Args:
-        x: ``(C, H, W)`` or ``(B, C, H, W)`` numpy array or torch tensor, any numeric dtype.
-        stats: ``{"mean", "std", "p2", "p98"}``, one value per band (a store's or a
-            checkpoint's ``norm``).
-
-    Returns:
-        float32 array of the same kind and shape.
-    """
-    c = x.shape[-3]
-    if any(len(stats[k]) != c for k in ("mean", "std", "p2", "p98")):
-        raise ValueError(f"stats hold {len(stats['mean'])} bands but the input has {c}")
-    shape = (c, 1, 1)
-    # A constant band has std 0; dividing by 1 keeps it at zero instead of NaN.
-    std = [s if s > 0 else 1.0 for s in stats["std"]]
-    if isinstance(x, Tensor):
-
-        def col(v: Sequence[float]) -> Tensor:
-            return torch.as_tensor(v, dtype=torch.float32, device=x.device).reshape(shape)
-
-        y = x.float()
-        y = torch.minimum(torch.maximum(y, col(stats["p2"])), col(stats["p98"]))
-        return (y - col(stats["mean"])) / col(std)
-    arr = np.asarray(x, dtype=np.float32)
-
-    def ncol(v: Sequence[float]) -> np.ndarray:
-        return np.asarray(v, dtype=np.float32).reshape(shape)
-
-    y = np.clip(arr, ncol(stats["p2"]), ncol(stats["p98"]))
-    return ((y - ncol(stats["mean"])) / ncol(std)).astype(np.float32)
-
-
-def optical_bands(band_names: Sequence[str]) -> list[int]:
-    """Indices (0-based, into the selected bands) of the bands colour jitter may change."""
-    idx = [i for i, name in enumerate(band_names) if name.lower() in OPTICAL_BANDS]
-    if not idx:
-        log.info("no optical band among %s: colour jitter disabled", list(band_names))
-    return idx
 
 
 def _cfg_value(cfg: Any, key: str) -> Any:

@@ -1,5 +1,5 @@
-"""The Zarr tile store: window grid math and writing with dask (resumable); reading is in
-:mod:`geoseg.tile_store` (re-exported here).
+"""Writing the Zarr tile store with dask (resumable); the window grid is
+:mod:`geoseg.tiles.grid`, reading is :mod:`geoseg.tiles.store`.
 
 A store holds every training tile of one or more scenes (layout in docs/contracts.md). It is
 written in two dask passes over batches of windows, so memory is bounded by a batch, never a
@@ -25,48 +25,16 @@ import numpy as np
 
 from geoseg import __version__
 from geoseg.errors import BadInput, OutputExists
-from geoseg.layouts import LabelReader, Scene, find_scenes, label_classes
+from geoseg.io.bands import band_names, resolve_bands
+from geoseg.io.layouts import LabelReader, Scene, find_scenes, label_classes
+from geoseg.io.rasters import StackReader
 from geoseg.paths import check_output, remove
-from geoseg.raster import StackReader, band_names, resolve_bands
-from geoseg.tile_store import TileStore, describe_store, is_url, open_store
+from geoseg.tiles.grid import owned_span, tile_starts, tile_windows
+from geoseg.tiles.store import TileStore, is_url, open_store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TileStore", "describe_store", "open_store", "tile", "tile_windows"]
-
 BATCH = 16  # windows per dask task: enough work per task, small enough to bound memory
-
-
-def tile_windows(height: int, width: int, tile_size: int, overlap: int) -> list[tuple[int, int]]:
-    """Top-left (row, col) of every tile covering a ``height`` × ``width`` raster.
-
-    The stride is ``tile_size - overlap``; the last row/column of tiles is snapped to the
-    raster edge so every pixel is covered without padding, and a raster smaller than a tile
-    gives one tile at (0, 0) that is padded when read.
-
-    Raises:
-        BadInput: ``overlap`` not smaller than ``tile_size`` (``--overlap``).
-    """
-    if tile_size < 1 or not 0 <= overlap < tile_size:
-        raise BadInput(
-            f"overlap {overlap} must be >= 0 and smaller than the tile size {tile_size}",
-            param="--overlap",
-        )
-    rows = _starts(height, tile_size, tile_size - overlap)
-    cols = _starts(width, tile_size, tile_size - overlap)
-    return [(r, c) for r in rows for c in cols]
-
-
-def _starts(n: int, size: int, stride: int) -> list[int]:
-    if n <= size:
-        return [0]
-    return [*range(0, n - size, stride), n - size]
-
-
-def _owned(starts: list[int], start: int, n: int) -> tuple[int, int]:
-    """The part [a, b) of the tile at ``start`` that no earlier tile counts (stats count once)."""
-    i = starts.index(start)
-    return start, (starts[i + 1] if i + 1 < len(starts) else n)
 
 
 # --- sources --------------------------------------------------------------------------------
@@ -170,8 +138,8 @@ def _scan(scenes, windows, bands, nodata, tile_size, overlap) -> tuple[list, lis
             h, w = reader.src.height, reader.src.width
             data, valid = reader.read(Window(col, row, tile_size, tile_size), bands, nodata)
             n_valid.append(int(valid.sum()))
-            r0, r1 = _owned(_starts(h, tile_size, tile_size - overlap), row, h)
-            c0, c1 = _owned(_starts(w, tile_size, tile_size - overlap), col, w)
+            r0, r1 = owned_span(tile_starts(h, tile_size, tile_size - overlap), row, h)
+            c0, c1 = owned_span(tile_starts(w, tile_size, tile_size - overlap), col, w)
             own = valid[r0 - row : r1 - row, c0 - col : c1 - col]
             block = data[:, r0 - row : r1 - row, c0 - col : c1 - col]
             hists.append([_histogram(block[b][own], data.dtype) for b in range(len(bands))])
@@ -228,9 +196,9 @@ def tile(
     """Stage rasters into a Zarr v3 tile store (docs/contracts.md), resumably, with dask.
 
     Args:
-        inputs: raster files, folders or dataset roots (see :mod:`geoseg.layouts`).
+        inputs: raster files, folders or dataset roots (see :mod:`geoseg.io.layouts`).
         output: a local path or any fsspec URL (``memory://``, ``s3://``) of the store.
-        bands: band selection (see :func:`geoseg.raster.resolve_bands`); all bands by default.
+        bands: band selection (see :func:`geoseg.io.bands.resolve_bands`); all bands by default.
         tile_size: tile edge in pixels.
         overlap: pixels shared by neighbouring tiles.
         labels: a vector or raster labels file for every input (layouts may bring their own).

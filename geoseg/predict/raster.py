@@ -3,8 +3,8 @@
 The scene is cut into blocks (dask tasks); each block reads its tiles' union from the file,
 normalises it as training did, runs the model tile by tile, blends overlapping tiles with a
 raised-cosine weight on the softmax and arg-maxes. The window/weight math lives in
-:mod:`geoseg.blend` and is defined on one global tile grid, so the class map does not depend on
-the block size, and memory is bounded by the block: no array of the scene's size exists.
+:mod:`geoseg.predict.blend` and is defined on one global tile grid, so the class map does not
+depend on the block size, and memory is bounded by the block: no array of the scene's size exists.
 
 Blocks are written into tiled temporary GeoTIFFs by one writer (a lock locally; the client when
 blocks run on a dask.distributed cluster), which are then copied to COGs with overviews.
@@ -24,21 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.blend import (
-    Block,
-    Segment,
-    blend_block,
-    check_grid,
-    load_model,
-    plan_blocks,
-    predict_array,
-    resolve_device,
-    segmenter,
-)
 from geoseg.errors import BadInput
 from geoseg.paths import check_output, remove, temporary_name
-
-__all__ = ["predict", "predict_array", "predict_block", "output_paths", "select_bands"]
+from geoseg.predict.blend import Block, Segment, blend_block, plan_blocks
+from geoseg.predict.segment import check_grid, load_model, resolve_device, segmenter
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +114,8 @@ def predict_block(
     import rasterio
     from rasterio.windows import Window
 
-    from geoseg.raster import class_dtype, read_window
+    from geoseg.io.palette import class_dtype
+    from geoseg.io.rasters import read_window
 
     (rr0, rr1), (cc0, cc1) = block.read_rows, block.read_cols
     with rasterio.open(path) as src:
@@ -254,7 +244,7 @@ def predict(
         probabilities: also write ``<name>_probabilities.tif`` (float16 COG, one band per cluster).
         classes: ``{"building": [3, 17]}`` cluster ids per class; default the checkpoint mapping.
             Each class gets ``<name>_<class>.tif`` (0/1) and ``<name>_<class>s.gpkg``.
-        polygons: clean-up of those polygons, as :func:`geoseg.vectorize.vectorize` keywords
+        polygons: clean-up of those polygons, as :func:`geoseg.vector.vectorize.vectorize` keywords
             (``min_area`` m², ``simplify`` m, ``fill_holes``, ``regularize``).
         nodata: override the raster's nodata (``"none"`` ignores it), as ``geoseg tile``.
         block_size: block edge in pixels (rounded to whole tile strides); bounds memory.
@@ -273,8 +263,9 @@ def predict(
     import rasterio
     import torch
 
+    from geoseg.io.palette import class_colormap, class_dtype
+    from geoseg.io.rasters import open_raster
     from geoseg.progress import run_tasks, scheduler_address
-    from geoseg.raster import class_colormap, class_dtype, open_raster
 
     with open_raster(raster, param="RASTER") as src:
         count, grid = (
@@ -376,9 +367,9 @@ def _finish(
     polygons: Mapping[str, Any],
 ) -> None:
     """Copy the stitched rasters to COGs, style them, and vectorise the mapped classes."""
-    from geoseg.raster import write_cog
-    from geoseg.styles import write_raster_style
-    from geoseg.vectorize import vectorize
+    from geoseg.predict.cog import write_cog
+    from geoseg.vector.styles import write_raster_style
+    from geoseg.vector.vectorize import vectorize
 
     for role, tmp in stitched.items():
         if role.endswith(":score"):

@@ -16,10 +16,8 @@ baseline is what an unsupervised network has to beat to be worth its training ti
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -136,106 +134,3 @@ def build_baseline(
     if method == "kanezaki":
         return KanezakiNet(in_channels, n_clusters, layers=int(model_cfg.get("layers", 2)))
     raise ValueError(f"unknown baseline {method!r}")
-
-
-def sample_features(
-    model: KMeansSegmenter,
-    tiles: Iterator[tuple[torch.Tensor, torch.Tensor]],
-    n_samples: int,
-    *,
-    seed: int = 0,
-) -> torch.Tensor:
-    """Draw up to ``n_samples`` valid pixel feature vectors spread evenly over the tiles.
-
-    Args:
-        model: gives the feature function (texture features need the pixel's neighbourhood,
-            hence features are computed on whole tiles before sampling).
-        tiles: ``(image (C,H,W) normalised float32, valid (H,W) bool)`` pairs.
-        n_samples: total budget; each tile gets its share of the valid pixels it has.
-    """
-    rng = np.random.default_rng(seed)
-    chunks = []
-    tiles = list(tiles)
-    per_tile = max(1, n_samples // max(1, len(tiles)))
-    with torch.no_grad():
-        for image, valid in tiles:
-            feats = model.features(image[None])[0].flatten(1).T  # (H*W, F)
-            idx = np.flatnonzero(valid.numpy().ravel())
-            if idx.size == 0:
-                continue
-            take = rng.choice(idx, size=min(per_tile, idx.size), replace=False)
-            chunks.append(feats[torch.from_numpy(take)])
-    if not chunks:
-        raise ValueError("no valid pixels to fit k-means on")
-    return torch.cat(chunks)
-
-
-def continuity_loss(response: torch.Tensor) -> torch.Tensor:
-    """Mean L1 difference of responses between vertical and horizontal neighbours."""
-    dy = (response[:, :, 1:, :] - response[:, :, :-1, :]).abs().mean()
-    dx = (response[:, :, :, 1:] - response[:, :, :, :-1]).abs().mean()
-    return dy + dx
-
-
-def kanezaki_step(
-    model: KanezakiNet,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    valid: torch.Tensor,
-    mu: float,
-) -> tuple[float, set[int]]:
-    """One update of the paper's objective on a batch; returns (loss, clusters in the batch).
-
-    The pseudo-labels are the argmax of the net's own responses (no gradient through argmax):
-    cross-entropy pulls each pixel's response towards its current cluster, and the continuity
-    term μ·L1 makes neighbouring pixels agree, so clusters merge into spatially coherent regions.
-    """
-    model.train()
-    response = model(x)[0]
-    target = response.detach().argmax(1)
-    ce = F.cross_entropy(response, target, reduction="none")
-    weight = valid.to(ce.dtype)
-    ce = (ce * weight).sum() / weight.sum().clamp_min(1)
-    loss = ce + mu * continuity_loss(response)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return float(loss.detach()), set(torch.unique(target[valid]).tolist())
-
-
-def fit_kanezaki(
-    model: KanezakiNet,
-    batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
-    *,
-    steps: int,
-    mu: float,
-    min_clusters: int,
-    lr: float = 0.1,
-    window: int = 10,
-    on_step: Callable[[int, float, int], None] | None = None,
-) -> KanezakiNet:
-    """Train the Kanezaki net over random crops from the store (SGD, momentum 0.9, as the paper).
-
-    Args:
-        batches: ``step -> (x (B,C,H,W) normalised, valid (B,H,W) bool)``.
-        steps: most updates; stops earlier once the last ``window`` batches together use
-            ``min_clusters`` clusters or fewer. This is the paper's stopping rule (which keeps
-            it from merging everything into one cluster) applied to the store rather than to
-            one crop: a single small crop may hold few clusters only because it shows one roof.
-        on_step: called with (step, loss, clusters used in the window) after every update.
-    """
-    from collections import deque
-
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    recent: deque[set[int]] = deque(maxlen=window)
-    for step in range(steps):
-        x, valid = batches(step)
-        loss, labels = kanezaki_step(model, optimizer, x, valid, mu)
-        recent.append(labels)
-        used = len(set().union(*recent))
-        if on_step is not None:
-            on_step(step, loss, used)
-        if len(recent) == window and used <= min_clusters:
-            log.info("kanezaki: %d clusters left at step %d; stopping", used, step + 1)
-            break
-    return model.eval()

@@ -35,7 +35,7 @@ def joint_stats(p1: torch.Tensor, p2: torch.Tensor, valid: torch.Tensor) -> tupl
 
     Entropy near log K means every cluster is used; near 0 means the run has collapsed.
     """
-    from geoseg.losses import joint_distribution, mutual_information
+    from geoseg.train.losses import joint_distribution, mutual_information
 
     joint = joint_distribution(p1, p2, mask=valid)
     marginal = joint.sum(1)
@@ -119,7 +119,7 @@ def write_quicklook(
     """One PNG, a row per tile: image RGB | clusters (shared palette; invalid pixels black)."""
     from PIL import Image
 
-    from geoseg.raster import colour_table
+    from geoseg.io.palette import colour_table
 
     palette = np.array([rgba[:3] for rgba in colour_table(256).values()], np.uint8)
     rows = []

@@ -48,7 +48,7 @@ def write_polygons(
     An empty frame still becomes a valid layer with the columns and CRS, so downstream tools
     (score, QGIS) see "no buildings" rather than a missing file.
     """
-    from geoseg.styles import write_vector_style
+    from geoseg.vector.styles import write_vector_style
 
     path = Path(path)
     driver = output_format(path, param=param)

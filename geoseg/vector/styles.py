@@ -2,7 +2,7 @@
 
 QGIS loads ``<name>.qml`` automatically when it opens ``<name>.tif`` / ``<name>.gpkg``, so a
 user drags an output into QGIS and sees it styled. Raster styles use the same palette as the
-COG's embedded colour table (``geoseg.raster.colour_table``), so both views agree. The XML
+COG's embedded colour table (``geoseg.io.palette.colour_table``), so both views agree. The XML
 follows what QGIS 3.22 itself saves (``saveNamedStyle``), keeping only the elements that carry
 meaning; QGIS fills the rest with its defaults.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import rasterio
 
+from geoseg.io.palette import colour_table
 from geoseg.paths import atomic_output
-from geoseg.raster import colour_table
 
 #: version written into styles; QGIS 3.x reads styles from any 3.x release
 QGIS_VERSION = "3.22.0"

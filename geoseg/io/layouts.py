@@ -297,7 +297,7 @@ class LabelReader:
             self.vector_crs = info["crs"]
             self.column = _class_column(list(info["fields"]))
             return
-        from geoseg.raster import open_raster
+        from geoseg.io.rasters import open_raster
 
         self.raster = open_raster(path, param="--labels")
         if (self.raster.width, self.raster.height) != (src.width, src.height):
@@ -313,7 +313,7 @@ class LabelReader:
 
         if self.raster is None:
             return self._rasterize(window)
-        from geoseg.raster import read_window
+        from geoseg.io.rasters import read_window
 
         bands = [1, 2, 3] if self.raster.count >= 3 else [1]
         data, _ = read_window(self.raster, window, bands, "none")

@@ -1,5 +1,5 @@
 """Building footprint clean-up in metric coordinates: hole filling and right-angle
-regularisation (applied by :func:`geoseg.vectorize.vectorize` on request).
+regularisation (applied by :func:`geoseg.vector.vectorize.vectorize` on request).
 """
 
 from __future__ import annotations

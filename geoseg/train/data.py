@@ -50,7 +50,7 @@ class CropSampler:
         rank: int = 0,
         size_multiple: int = 1,
     ):
-        from geoseg.transforms import normalize
+        from geoseg.io.bands import normalize
 
         self._normalize = normalize
         self.store = store

@@ -1,6 +1,4 @@
-"""The core of tiled inference: the global tile grid, blocks, blending, the model as a
-function from tiles to probabilities (with test-time augmentation), and predict_array for
-small in-memory images (re-exported by :mod:`geoseg.predict`).
+"""The core of tiled inference: the global tile grid, blocks and blending.
 
 Seams are avoided by defining everything on ONE global tile grid: a block computes exactly the
 tiles that touch it, with the same windows and the same blend weights a whole-scene run would
@@ -17,12 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-
-from geoseg.errors import BadInput
 
 #: segment(x float32 (B, C, T, T)) -> probabilities float32 (B, K, T, T)
 Segment = Callable[[np.ndarray], np.ndarray]
@@ -154,9 +148,9 @@ def blend_block(
         batch_size: tiles per ``segment`` call.
         n_classes: K, the number of probability channels ``segment`` returns.
         valid: (h, w) bool over the read window, or ``None`` when every pixel is valid.
-        norm: statistics for :func:`geoseg.transforms.normalize`, or ``None``.
+        norm: statistics for :func:`geoseg.io.bands.normalize`, or ``None``.
     """
-    from geoseg.transforms import normalize
+    from geoseg.io.bands import normalize
 
     rr0, cc0 = block.read_rows[0], block.read_cols[0]
     need_h = max(r for r, _ in block.tiles) + tile - rr0
@@ -199,140 +193,3 @@ def blend_block(
             wsum[br, bc] += w
     np.divide(acc, wsum, out=acc, where=wsum > 0)
     return acc
-
-
-# --- the model as a Segment ------------------------------------------------------------------
-
-
-def resolve_device(device: str = "auto"):
-    """``"auto"`` → CUDA when present, else CPU; a ``cuda`` request without a GPU is refused."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInput("CUDA is not available on this machine; use --device cpu", param="--device")
-    return torch.device(device)
-
-
-def _dihedral(x, k: int, flip: bool):
-    x = x.rot90(k, (2, 3))
-    return x.flip(3) if flip else x
-
-
-def _undihedral(y, k: int, flip: bool):
-    y = y.flip(3) if flip else y
-    return y.rot90(-k, (2, 3))
-
-
-def segmenter(model, *, head: int = 0, device: Any = "cpu", tta: bool = False) -> Segment:
-    """Wrap a geoseg model as a :data:`geoseg.blend.Segment` (numpy tiles → probabilities).
-
-    Args:
-        model: a model following the contract (``forward`` returns one logit map per head).
-        head: which head's clusters to predict.
-        device: torch device the model is on; CUDA runs under float16 autocast.
-        tta: average the softmax over the 8 flips/rotations of each tile (8x the compute).
-    """
-    import torch
-
-    device = torch.device(device)
-    views = [(k, f) for k in range(4) for f in (False, True)] if tta else [(0, False)]
-    amp = device.type == "cuda"
-
-    def segment(x: np.ndarray) -> np.ndarray:
-        xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-        total = None
-        with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
-            for k, flip in views:
-                out = model(_dihedral(xt, k, flip))
-                logits = out[head] if isinstance(out, (list, tuple)) else out
-                probs = _undihedral(torch.softmax(logits.float(), dim=1), k, flip)
-                total = probs if total is None else total + probs
-        return (total / len(views)).float().cpu().numpy()
-
-    return segment
-
-
-# --- small in-memory images -----------------------------------------------------------------
-
-
-def load_model(model: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
-    """``(checkpoint dict, model in eval mode on CPU)`` from a path or an already loaded dict."""
-    from geoseg.checkpoint import load_checkpoint, model_from_checkpoint
-
-    ckpt = dict(model) if isinstance(model, Mapping) else load_checkpoint(model)
-    return ckpt, model_from_checkpoint(ckpt)
-
-
-def check_grid(tile: int, overlap: int | None, multiple: int = 1) -> tuple[int, int]:
-    """Validated ``(tile, overlap)``; the default overlap is an eighth of the tile."""
-    if tile % multiple:
-        fit = -(-tile // multiple) * multiple
-        raise BadInput(
-            f"{tile} is not a multiple of {multiple}, which this model needs; use {fit}",
-            param="--tile-size",
-        )
-    overlap = tile // 8 if overlap is None else overlap
-    if not 0 <= overlap <= tile // 2:
-        raise BadInput(
-            f"{overlap} must be between 0 and half the tile size ({tile // 2})", param="--overlap"
-        )
-    return tile, overlap
-
-
-def predict_array(
-    model: Any,
-    image: np.ndarray,
-    valid: np.ndarray | None = None,
-    *,
-    tile_size: int | None = None,
-    overlap: int | None = None,
-    batch_size: int = 8,
-    device: str = "auto",
-    tta: bool = False,
-    norm: Mapping[str, Sequence[float]] | None = None,
-    head: int | None = None,
-) -> np.ndarray:
-    """Blended cluster probabilities of a small in-memory image, as predict computes them.
-
-    For ``geoseg map``, evaluation and the demo, which hold a tile or a crop in memory; the
-    image goes through the same normalisation, tiling and blending as :func:`predict`.
-
-    Args:
-        model: a checkpoint path or dict (bands already selected; normalised with its ``norm``),
-            or a bare model (then ``norm`` is used if given, else ``image`` must be normalised).
-        image: (C, H, W) in the source dtype.
-        valid: (H, W) bool; invalid pixels are fed as the band mean and get probability 0 when
-            a whole tile is invalid.
-        tile_size, overlap: tiling (defaults: the checkpoint's tile size, or the whole image).
-        batch_size, device, tta: as in :func:`predict`.
-        norm: normalisation statistics overriding the checkpoint's.
-        head: head to predict (default: the checkpoint's, else 0).
-
-    Returns:
-        (K, H, W) float32 probabilities.
-    """
-    ckpt: dict[str, Any] = {}
-    if isinstance(model, (str, Path, Mapping)):
-        ckpt, model = load_model(model)
-        if image.shape[0] != len(ckpt["bands"]):
-            raise BadInput(
-                f"image has {image.shape[0]} bands but the model expects {len(ckpt['bands'])}",
-                param="image",
-            )
-    norm = norm if norm is not None else ckpt.get("norm")
-    head = int(ckpt.get("head", 0)) if head is None else head
-    height, width = image.shape[1:]
-    multiple = int(getattr(model, "size_multiple", 1))
-    default = ckpt.get("tile_size") or -(-max(height, width) // multiple) * multiple
-    tile, overlap = check_grid(tile_size or int(default), overlap, multiple)
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
-    n_classes = int(model.n_clusters[head])
-    (block,) = plan_blocks(height, width, tile=tile, overlap=overlap, block=max(height, width) * 2)
-    segment = segmenter(model, head=head, device=dev, tta=tta)
-    return blend_block(
-        block, image, segment, tile=tile, overlap=overlap, batch_size=batch_size,
-        n_classes=n_classes, valid=valid, norm=norm,
-    )  # fmt: skip

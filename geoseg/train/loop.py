@@ -11,7 +11,7 @@ Run folder layout: ``config.yaml`` (the resolved config), ``last.pt`` (every
 labels), ``metrics.csv`` and ``quicklook/epoch_XXX.png``. Files are written atomically one by
 one; the folder itself is not a temporary name, because an interrupted run must keep its
 ``last.pt`` to be resumable. Under ``torchrun`` the same loop runs data-parallel
-(:mod:`geoseg.train_dist`).
+(:mod:`geoseg.train.distributed`).
 """
 
 from __future__ import annotations
@@ -33,15 +33,9 @@ from geoseg.errors import BadInput
 from geoseg.paths import atomic_output, check_input, check_output, remove
 from geoseg.progress import progress
 from geoseg.progress import set_enabled as set_progress
-from geoseg.train_data import CropSampler, rng_state, seed_everything, set_rng_state, step_generator
-from geoseg.train_dist import setup, wrap
-from geoseg.train_monitor import (
-    MetricsLog,
-    confusion,
-    hungarian_scores,
-    joint_stats,
-    quicklook,
-)
+from geoseg.train.data import CropSampler, rng_state, seed_everything, set_rng_state, step_generator
+from geoseg.train.distributed import setup, wrap
+from geoseg.train.monitor import MetricsLog, confusion, hungarian_scores, joint_stats, quicklook
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +52,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def _open(store: Any):
-    from geoseg.tiles import open_store
+    from geoseg.tiles.store import open_store
 
     if isinstance(store, (str, Path)):
         if "://" not in str(store):
@@ -120,7 +114,8 @@ def two_views(
     both outputs shows the same ground. AC: two different raster-scan orderings, the second
     on g(x) when augmentation is on (Ouali et al. use both). All randomness comes from ``rng``.
     """
-    from geoseg.transforms import optical_bands, sample_transform
+    from geoseg.io.bands import optical_bands
+    from geoseg.train.augment import sample_transform
 
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     g = sample_transform(gen, cfg.augment, x.shape[0], jitter_bands=optical_bands(band_names))
@@ -146,7 +141,7 @@ def two_views(
 
 def mi_loss(p1: torch.Tensor, p2: torch.Tensor, valid: torch.Tensor, cfg: TrainConfig):
     """The configured IIC / AC loss of one pair of views."""
-    from geoseg.losses import ac_loss, iic_loss
+    from geoseg.train.losses import ac_loss, iic_loss
 
     fn = ac_loss if cfg.method == "ac" else iic_loss
     return fn(
@@ -320,7 +315,7 @@ def train(
 
     if cfg.method in BASELINES:
         # baselines are cheap and fitted once, by rank 0
-        from geoseg.train_baselines import fit_baseline
+        from geoseg.train.baselines import fit_baseline
 
         best = fit_baseline(model, sampler, cfg, output, dev) if dist.main else output / "best.pt"
         dist.barrier()

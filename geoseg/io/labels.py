@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,29 @@ from pathlib import Path
 import numpy as np
 
 from geoseg.errors import BadInput
-from geoseg.evaluate.pixels import ISPRS_COLOURS, ISPRS_NAMES, decode_colours
 from geoseg.paths import check_input
 
 log = logging.getLogger(__name__)
 
+#: ISPRS 2D labelling benchmark: label value → name, and the colour code of its label images
+ISPRS_NAMES = {1: "impervious", 2: "building", 3: "low_vegetation", 4: "tree", 5: "car",
+               6: "clutter"}  # fmt: skip
+ISPRS_COLOURS = {(255, 255, 255): 1, (0, 0, 255): 2, (0, 255, 255): 3, (0, 255, 0): 4,
+                 (255, 255, 0): 5, (255, 0, 0): 6}  # fmt: skip
+
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".fgb", ".shp", ".parquet", ".geoparquet")
+
+
+def decode_colours(rgb: np.ndarray, colours: Mapping[tuple[int, int, int], int]) -> np.ndarray:
+    """Colour-coded label image (3, H, W) → label values (H, W); unknown colours become 0."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[0] < 3:
+        raise ValueError("colour-coded labels need 3 bands (R, G, B)")
+    key = (rgb[0].astype(np.int64) << 16) | (rgb[1].astype(np.int64) << 8) | rgb[2]
+    out = np.zeros(key.shape, np.uint8)
+    for (r, g, b), value in colours.items():
+        out[key == (r << 16 | g << 8 | b)] = value
+    return out
 
 
 def parse_names(text: str | None, *, param: str = "--names") -> dict[int, str]:

@@ -29,10 +29,10 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from geoseg import footprints
 from geoseg.errors import BadInput
 from geoseg.paths import check_input, check_output
-from geoseg.vector_io import output_format, write_polygons
+from geoseg.vector import footprints
+from geoseg.vector.formats import output_format, write_polygons
 
 if TYPE_CHECKING:
     import geopandas
@@ -110,7 +110,7 @@ def vectorize(
         simplify: Douglas-Peucker tolerance in metres (topology preserving).
         fill_holes: ``True`` fills every hole; a number fills holes smaller than that many m².
         regularize: replace a polygon by its minimum rotated rectangle when their IoU exceeds
-            ``geoseg.footprints.REGULARIZE_MIN_IOU`` (right-angled building footprints).
+            ``geoseg.vector.footprints.REGULARIZE_MIN_IOU`` (right-angled building footprints).
         block_size: edge of the square blocks read at once; memory scales with its square.
         overwrite: replace an existing ``output``.
         scheduler: dask scheduler for the blocks (see ``geoseg.progress.run_tasks``).

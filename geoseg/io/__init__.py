@@ -1,0 +1,1 @@
+"""Reading the world: rasters, band specs, labels, dataset layouts, the class palette."""

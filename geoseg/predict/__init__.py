@@ -1,0 +1,1 @@
+"""Prediction: the model as a function on tiles, blending on one grid, blockwise COG output."""

@@ -1,0 +1,1 @@
+"""Training: the loop, the method interface, losses, augmentations, crops, monitoring, DDP."""

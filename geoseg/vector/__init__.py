@@ -1,0 +1,1 @@
+"""Vector outputs: polygons from class rasters, footprint clean-up, formats, QGIS styles."""
