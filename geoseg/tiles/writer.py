@@ -2,15 +2,28 @@
 :mod:`geoseg.tiles.grid`, reading is :mod:`geoseg.tiles.store`.
 
 A store holds every training tile of one or more scenes (layout in docs/contracts.md). It is
-written in two dask passes over batches of windows, so memory is bounded by a batch, never a
-scene: a read-only *scan* that counts valid pixels per window and merges per-band histograms
-(exact statistics without holding a scene), then a *write* pass over the kept windows.
+written in ONE pass over the scene, so memory is bounded by a strip of rows, never a scene,
+and every source pixel is read and decoded about once (the floor any tiler pays):
 
-Resume rule: every write batch sets its ``done`` flags last, and the group attribute
+- a task is a *strip*: the tile rows whose bottom edge falls in a band of whole source block
+  rows; it reads that band once through a dataset kept open by its thread, slices the
+  overlapping tiles out of it, and writes them as runs of whole chunks (one zarr call per
+  run, not one per tile);
+- strips are chained in *lanes*: each strip hands the rows its successor shares (the tile
+  overlap) over, so no block is decoded twice inside a lane; lanes run in parallel;
+- statistics are accumulated while writing: each strip returns exact per-band histograms of
+  the pixels it owns (every pixel counted once, overlaps not double counted) and the valid
+  count of each tile; they are merged at the end, so there is no statistics pre-scan.
+
+``--min-valid`` decides the store's length, so with it the strips run twice: counting, then
+writing the kept tiles.
+
+Resume rule: every strip sets its tiles' ``done`` flags last, and the group attribute
 ``complete`` turns true only at the end. A local store is written under the hidden name
 ``.<name>.partial`` and renamed when complete; rerunning the same command on an interrupted
-run finds that partial store (or an incomplete store at a URL) and writes only the batches
-whose flags are missing. ``overwrite=True`` always starts from scratch.
+run finds that partial store (or an incomplete store at a URL) and writes only the strips
+whose flags are missing (the others are read for the statistics only). ``overwrite=True``
+always starts from scratch.
 """
 
 from __future__ import annotations
@@ -18,7 +31,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +45,7 @@ from geoseg.io.bands import band_names, resolve_bands
 from geoseg.io.layouts import LabelReader, Scene, find_scenes, label_classes
 from geoseg.io.rasters import StackReader
 from geoseg.paths import check_output, remove
-from geoseg.tiles.grid import owned_span, tile_starts, tile_windows
+from geoseg.tiles.grid import tile_starts, tile_windows
 from geoseg.tiles.store import TileStore, is_url, open_store
 
 log = logging.getLogger(__name__)
@@ -122,59 +138,251 @@ def _stats(hists: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, list[flo
     return out
 
 
-# --- the two passes -------------------------------------------------------------------------
+# --- one pass: strips of tile rows, read once, written as whole batches --------------------
+
+#: source rows a strip task reads at least (rounded up to whole source blocks): a few MiB of
+#: pixels per task, enough to amortise GDAL and zarr call overheads
+STRIP_ROWS = 512
+#: widest column group of one task, in pixels (wider scenes are split into column groups so a
+#: task's memory stays bounded by this, not by the scene's width)
+GROUP_COLS = 8192
+#: strips per lane: a lane is a chain of strip tasks, each handing the rows its successor
+#: shares (the tile overlap) over, so no source block is read twice inside a lane
+LANE_STRIPS = 8
+
+_readers = threading.local()
+_done_lock = threading.Lock()
 
 
-def _scan(scenes, windows, bands, nodata, tile_size, overlap) -> tuple[list, list[int]]:
-    """Read-only pass over a batch: valid pixel count per window, histograms over owned pixels."""
+@dataclass(frozen=True)
+class _Strip:
+    """One task: the tile rows whose bottom edge falls in source rows ``(fresh0, fresh1]`` of
+    one scene and column group, and everything needed to read, slice and write them."""
+
+    scene: int
+    rows: tuple[int, ...]  # tile row origins produced by this strip
+    cols: tuple[int, ...]  # tile column origins of the column group
+    fresh: tuple[int, int]  # source rows read here [fresh0, fresh1) (after a carry)
+    read_cols: tuple[int, int]  # source columns read [c0, c1) (past the edge: padding)
+    own_rows: tuple[int, int]  # rows whose pixels the statistics count here
+    own_cols: tuple[int, int]
+    index: tuple[tuple[int, ...], ...]  # store index per (row, col), -1 = not kept/skipped
+
+
+def _plan_strips(
+    scene: int,
+    height: int,
+    width: int,
+    tile_size: int,
+    overlap: int,
+    *,
+    block_rows: int,
+    first_index: int,
+    lanes_min: int,
+) -> list[list[_Strip]]:
+    """Lanes of strips for one scene (at least ``lanes_min`` when it has that many strips,
+    so every worker has a lane); tile indices are row-major from ``first_index``."""
+    stride = tile_size - overlap
+    row_starts = tile_starts(height, tile_size, stride)
+    col_starts = tile_starts(width, tile_size, stride)
+    ncols = len(col_starts)
+    step = block_rows * max(1, -(-max(STRIP_ROWS, tile_size) // block_rows))
+    edges = [*range(0, height, step)][1:] + [max(height, 1)]
+    per_group = max(1, (GROUP_COLS - overlap) // stride)
+    groups = [col_starts[j : j + per_group] for j in range(0, ncols, per_group)]
+    lanes = []
+    for g, cols in enumerate(groups):
+        j0 = g * per_group
+        c0 = cols[0]
+        c1 = cols[-1] + tile_size
+        own_cols = (c0, col_starts[j0 + len(cols)] if j0 + len(cols) < ncols else width)
+        strips, lo = [], 0
+        for hi in edges:
+            rows = [r for r in row_starts if lo < min(r + tile_size, height) <= hi]
+            if rows:
+                i0 = row_starts.index(rows[0])
+                i1 = i0 + len(rows)
+                own = (rows[0], row_starts[i1] if i1 < len(row_starts) else height)
+                index = tuple(
+                    tuple(first_index + i * ncols + j0 + j for j in range(len(cols)))
+                    for i in range(i0, i1)
+                )
+            else:
+                own, index = (lo, lo), ()
+            strips.append(
+                _Strip(scene, tuple(rows), tuple(cols), (lo, hi), (c0, c1), own, own_cols, index)
+            )
+            lo = hi
+        n_lanes = max(min(lanes_min, len(strips)), -(-len(strips) // LANE_STRIPS))
+        bounds = np.linspace(0, len(strips), n_lanes + 1).round().astype(int)
+        lanes += [strips[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    return lanes
+
+
+def _thread_reader(scene: Scene, token: str) -> StackReader:
+    """This thread's open reader of ``scene`` for the run ``token`` (one dataset per thread,
+    kept open across tasks so GDAL's block cache and file handle are reused)."""
+    cache = getattr(_readers, "cache", None)
+    if cache is None or cache[0] != token:
+        if cache is not None:
+            for reader in cache[1].values():
+                reader.close()
+        cache = _readers.cache = (token, {})
+        with _done_lock:
+            _open_readers.append((token, cache[1]))
+    key = tuple(scene.images)
+    if key not in cache[1]:
+        cache[1][key] = _reader(scene)
+    return cache[1][key]
+
+
+_open_readers: list[tuple[str, dict]] = []
+
+
+def _close_readers(token: str) -> None:
+    """Close every thread's readers of a finished run (their threads are idle by then)."""
+    with _done_lock:
+        mine = [r for t, r in _open_readers if t == token]
+        _open_readers[:] = [(t, r) for t, r in _open_readers if t != token]
+    for readers in mine:
+        for reader in readers.values():
+            reader.close()
+        readers.clear()
+
+
+def _strip(job: dict, strip: _Strip, carry, write: bool) -> tuple[dict, tuple]:
+    """Read one strip (after the rows ``carry`` hands over), write its tiles, count its pixels.
+
+    Returns ``(summary, carry for the next strip)``: ``summary`` holds the per-band
+    histograms of the pixels this strip owns and the valid count of each of its tiles.
+    """
     from rasterio.windows import Window
 
-    readers: dict[int, StackReader] = {}
-    hists: list[list[tuple[np.ndarray, np.ndarray]]] = []
-    n_valid = []
-    try:
-        for s, row, col in windows:
-            reader = readers.get(s) or readers.setdefault(s, _reader(scenes[s]))
-            h, w = reader.src.height, reader.src.width
-            data, valid = reader.read(Window(col, row, tile_size, tile_size), bands, nodata)
-            n_valid.append(int(valid.sum()))
-            r0, r1 = owned_span(tile_starts(h, tile_size, tile_size - overlap), row, h)
-            c0, c1 = owned_span(tile_starts(w, tile_size, tile_size - overlap), col, w)
-            own = valid[r0 - row : r1 - row, c0 - col : c1 - col]
-            block = data[:, r0 - row : r1 - row, c0 - col : c1 - col]
-            hists.append([_histogram(block[b][own], data.dtype) for b in range(len(bands))])
-    finally:
-        for r in readers.values():
-            r.close()
-    return [_merge_hist([h[b] for h in hists]) for b in range(len(bands))], n_valid
+    scene = job["scenes"][strip.scene]
+    reader = _thread_reader(scene, job["token"])
+    bands, nodata, t = job["bands"], job["nodata"], job["tile_size"]
+    (f0, f1), (c0, c1) = strip.fresh, strip.read_cols
+    start = strip.rows[0] if strip.rows else f0
+    if carry is not None and carry[0] <= start and carry[1] == f0:
+        top, _, data0, valid0 = carry
+        lo = f0
+        parts = [(data0[:, start - top :], valid0[start - top :])]
+    else:  # a lane's first strip reads the shared rows itself
+        lo, parts = start, []
+    bottom = max(f1, strip.rows[-1] + t) if strip.rows else f1
+    if bottom > lo:
+        parts.append(reader.read(Window(c0, lo, c1 - c0, bottom - lo), bands, nodata))
+    data = np.concatenate([p[0] for p in parts], axis=1) if len(parts) > 1 else parts[0][0]
+    valid = np.concatenate([p[1] for p in parts], axis=0) if len(parts) > 1 else parts[0][1]
+    # statistics: every owned pixel once, over the rows and columns this strip owns
+    (o0, o1), (p0, p1) = strip.own_rows, strip.own_cols
+    own_valid = valid[o0 - start : o1 - start, p0 - c0 : p1 - c0]
+    hists = [
+        _histogram(data[b, o0 - start : o1 - start, p0 - c0 : p1 - c0][own_valid], data.dtype)
+        for b in range(len(bands))
+    ]
+    counts = [
+        [int(valid[r - start : r - start + t, c - c0 : c - c0 + t].sum()) for c in strip.cols]
+        for r in strip.rows
+    ]
+    if write:
+        _write_tiles(job, strip, scene, reader, data, valid, start)
+    # the next strip's first tile starts less than a tile above this strip's last row
+    keep = min(max(start, f1 - t), f1)
+    handover = (keep, f1, data[:, keep - start : f1 - start], valid[keep - start : f1 - start])
+    return {"hists": hists, "counts": counts, "index": strip.index}, handover
 
 
-def _write(url, scenes, tiles, start, bands, nodata, tile_size, labels) -> int:
-    """Write tiles ``start..start+len(tiles)`` of the store, then their ``done`` flags."""
+def _write_tiles(job, strip: _Strip, scene: Scene, reader, data, valid, start: int) -> None:
+    """Write the strip's kept tiles as runs of consecutive store indices (whole chunks per
+    call), then their ``done`` flags."""
     import zarr
     from rasterio.windows import Window
 
-    group = zarr.open_group(url, mode="r+")
-    readers: dict[int, StackReader] = {}
-    label_readers: dict[int, LabelReader] = {}
+    t, c0 = job["tile_size"], strip.read_cols[0]
+    store_index = job["write"]  # window index -> store index (-1: skipped by --min-valid)
+    group = zarr.open_group(job["url"], mode="r+")
+    image, valid_arr = group["image"], group["valid"]
+    label_arr = group["label"] if job["labels"] is not None and scene.label else None
+    label_reader = None
+    if label_arr is not None:
+        label_reader = LabelReader(scene.label, reader.src, job["labels"])
+    written = []
     try:
-        for k, (s, row, col) in enumerate(tiles):
-            reader = readers.get(s) or readers.setdefault(s, _reader(scenes[s]))
-            window = Window(col, row, tile_size, tile_size)
-            data, valid = reader.read(window, bands, nodata)
-            group["image"][start + k] = data
-            group["valid"][start + k] = valid
-            if labels is not None and scenes[s].label:
-                if s not in label_readers:
-                    label_readers[s] = LabelReader(scenes[s].label, reader.src, labels)
-                group["label"][start + k] = label_readers[s].read(window)
+        for r, row_index in zip(strip.rows, strip.index, strict=True):
+            targets = [(c, int(store_index[w])) for c, w in zip(strip.cols, row_index, strict=True)]
+            for run in _runs([(c, i) for c, i in targets if i >= 0]):
+                i0 = run[0][1]
+                sl = [(slice(r - start, r - start + t), slice(c - c0, c - c0 + t)) for c, _ in run]
+                image[i0 : i0 + len(run)] = np.stack([data[:, a, b] for a, b in sl])
+                valid_arr[i0 : i0 + len(run)] = np.stack([valid[a, b] for a, b in sl])
+                if label_reader is not None:
+                    label_arr[i0 : i0 + len(run)] = np.stack(
+                        [label_reader.read(Window(c, r, t, t)) for c, _ in run]
+                    )
+                written.append((i0, i0 + len(run)))
     finally:
-        for r in readers.values():
-            r.close()
-        for r in label_readers.values():
-            r.close()
-    group["done"][start : start + len(tiles)] = True
-    return len(tiles)
+        if label_reader is not None:
+            label_reader.close()
+    done = group["done"]
+    with _done_lock:  # flags share chunks across strips; a lost flag would only redo a strip
+        for i0, i1 in written:
+            done[i0:i1] = True
+
+
+def _fill_counts(n_valid: np.ndarray, summaries: list[dict]) -> None:
+    """Scatter the strips' per-tile valid counts into ``n_valid`` (by window index)."""
+    for m in summaries:
+        for row_index, row_counts in zip(m["index"], m["counts"], strict=True):
+            n_valid[list(row_index)] = row_counts
+
+
+def _block_rows(scene: Scene) -> int:
+    """Rows of one block of the scene's (first) file: strips read whole block rows."""
+    with _reader(scene) as reader:
+        return int(reader.src.block_shapes[0][0])
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _runs(pairs: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Split ``(col, store index)`` pairs into runs of consecutive store indices."""
+    runs: list[list[tuple[int, int]]] = []
+    for pair in pairs:
+        if runs and pair[1] == runs[-1][-1][1] + 1:
+            runs[-1].append(pair)
+        else:
+            runs.append([pair])
+    return runs
+
+
+def _run_strips(lanes, job: dict, scheduler, desc: str, write=None) -> list[dict]:
+    """The strips of every lane as dask tasks, chained within a lane; their summaries.
+
+    ``write(strip)`` says whether a strip writes its tiles (else it only counts); a strip
+    whose ``write`` is ``None`` is left out (nothing to do there).
+    """
+    import dask
+
+    from geoseg.progress import run_tasks
+
+    task = dask.delayed(_strip, pure=False, nout=2)
+    summaries = []
+    for lane in lanes:
+        carry = None
+        for strip in lane:
+            flag = write(strip) if write is not None else False
+            if flag is None:
+                carry = None
+                continue
+            summary, carry = task(job, strip, carry, flag)
+            summaries.append(summary)
+    try:
+        return run_tasks(summaries, scheduler=scheduler, desc=desc)
+    finally:
+        _close_readers(job["token"])
 
 
 # --- tile(): the library function of `geoseg tile` ------------------------------------------
@@ -213,10 +421,6 @@ def tile(
     Raises:
         BadInput: unreadable inputs, bad bands/sizes, or an existing output without overwrite.
     """
-    import dask
-
-    from geoseg.progress import run_tasks
-
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     if not 0.0 <= min_valid <= 1.0:
@@ -252,21 +456,20 @@ def tile(
         "labels": None if labels is None else str(labels),
     }
     url, final = _target(output, overwrite)
-    scan = dask.delayed(_scan, pure=False)
-    results = run_tasks(
-        [
-            scan(scenes, windows[i : i + BATCH], band_list, nodata, tile_size, overlap)
-            for i in range(0, len(windows), BATCH)
-        ],
-        scheduler=scheduler,
-        desc="scan",
-    )
-    n_valid = [n for _, counts in results for n in counts]
-    stats = _stats([_merge_hist([h[b] for h, _ in results]) for b in range(len(band_list))])
+    token = uuid.uuid4().hex
+    lanes, first_index = [], 0
+    for i, scene in enumerate(scenes):
+        s = sources[i]
+        lanes += _plan_strips(
+            i, s["height"], s["width"], tile_size, overlap, block_rows=_block_rows(scene),
+            first_index=first_index, lanes_min=_cores(),
+        )  # fmt: skip
+        first_index += len(tile_windows(s["height"], s["width"], tile_size, overlap))
+    job = {
+        "scenes": scenes, "bands": band_list, "nodata": nodata, "tile_size": tile_size,
+        "url": url, "labels": label_info, "token": token, "write": None,
+    }  # fmt: skip
     area = tile_size * tile_size
-    kept = [(w, n) for w, n in zip(windows, n_valid, strict=True) if n / area >= min_valid]
-    if not kept:
-        raise BadInput(f"no tile has {min_valid:.0%} valid pixels; lower it", param="--min-valid")
     attrs = {
         "params": params,
         "complete": False,
@@ -279,22 +482,51 @@ def tile(
     }
     if label_info is not None:
         attrs["label_classes"] = label_info
-    origin = np.array([[s, r, c, n] for (s, r, c), n in kept], np.int64)
+
+    def todo(done: np.ndarray, store_index: np.ndarray):
+        """A strip writes when one of its kept tiles lacks its flag; None: nothing to write."""
+
+        def write(strip: _Strip) -> bool | None:
+            idx = store_index[[w for row in strip.index for w in row]]
+            idx = idx[idx >= 0]
+            return None if not idx.size else bool(not done[idx].all())
+
+        return write
+
+    n_valid = np.zeros(len(windows), np.int64)
+    if min_valid > 0:
+        # which tiles are kept decides the store's length: count first, then write the kept
+        summaries = _run_strips(lanes, job, scheduler, "scan")
+        _fill_counts(n_valid, summaries)
+        kept = np.flatnonzero(n_valid / area >= min_valid)
+        if not kept.size:
+            raise BadInput(
+                f"no tile has {min_valid:.0%} valid pixels; lower it", param="--min-valid"
+            )
+    else:
+        kept = np.arange(len(windows))
+    store_index = np.full(len(windows), -1, np.int64)
+    store_index[kept] = np.arange(len(kept))
+    origin = np.array([[*windows[w], n_valid[w]] for w in kept], np.int64).reshape(-1, 4)
     group = _open_or_create(url, attrs, origin, len(band_list), first["dtype"], overwrite)
     done = group["done"][:]
-    tiles = [w for w, _ in kept]
-    write = dask.delayed(_write, pure=False)
-    todo = [i for i in range(0, len(tiles), BATCH) if not done[i : i + BATCH].all()]
-    if len(todo) < math.ceil(len(tiles) / BATCH):
-        log.info("resuming %s: %d of %d batches left", output, len(todo), -(-len(tiles) // BATCH))
-    run_tasks(
-        [
-            write(url, scenes, tiles[i : i + BATCH], i, band_list, nodata, tile_size, label_info)
-            for i in todo
-        ],
-        scheduler=scheduler,
-        desc="tiles",
-    )
+    job["write"] = store_index
+    if not done.all():
+        n_left = int((~done).sum())
+        if n_left < len(done):
+            log.info("resuming %s: %d of %d tiles left", output, n_left, len(done))
+    if min_valid > 0:
+        writes = todo(done, store_index)
+        _run_strips(lanes, job, scheduler, "tiles", write=writes)
+    else:
+        # one pass: strips whose tiles are all written (a resume) only count their pixels
+        summaries = _run_strips(
+            lanes, job, scheduler, "tiles", write=lambda st: bool(todo(done, store_index)(st))
+        )
+        _fill_counts(n_valid, summaries)
+        origin[:, 3] = n_valid[kept]
+        group["origin"][:] = origin
+    stats = _stats([_merge_hist([m["hists"][b] for m in summaries]) for b in range(len(band_list))])
     group.attrs.update({"stats": stats, "complete": True})
     if final is not None:
         if final.exists():
