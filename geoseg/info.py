@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from geoseg.errors import BadInput
 from geoseg.io.bands import band_names
-from geoseg.io.rasters import open_raster
+from geoseg.io.rasters import check_readable, open_raster
 
 
 def describe(path: str | Path, *, stats: bool = True) -> dict:
@@ -42,10 +43,17 @@ def describe(path: str | Path, *, stats: bool = True) -> dict:
             "block_shape": list(src.block_shapes[0]),
             "bands": [],
         }
+        check_readable(src)
         for i in range(1, src.count + 1):
             band: dict[str, Any] = {"index": i, "name": names[i - 1], "dtype": src.dtypes[i - 1]}
             if stats:
                 s = src.stats(indexes=[i], approx=False)[0]
+                if not (s.min <= s.max and s.std >= 0):  # GDAL read errors give garbage
+                    raise BadInput(
+                        f"{text} band {i} cannot be read (GDAL statistics min {s.min:g} > max "
+                        f"{s.max:g}); the file is damaged: copy or export it again",
+                        param="PATH",
+                    )
                 band.update(min=s.min, max=s.max, mean=s.mean, std=s.std)
             info["bands"].append(band)
     return info

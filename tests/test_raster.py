@@ -37,7 +37,9 @@ def test_valid_mask_needs_all_bands_at_nodata():
     assert valid_mask(data, 255, mask=np.array([[255, 255, 0]])).tolist() == [[False, True, False]]
     floats = np.full((2, 1, 2), np.nan)
     floats[0, 0, 1] = 1.0
-    assert valid_mask(floats, float("nan")).tolist() == [[False, True]]
+    # NaN in any band is invalid (issue 10): one NaN band poisons the whole pixel vector
+    assert valid_mask(floats, float("nan")).tolist() == [[False, False]]
+    assert valid_mask(floats, None).tolist() == [[False, False]]
 
 
 def test_massachusetts_white_roof_stays_valid(data_dir, tmp_path):

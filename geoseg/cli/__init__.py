@@ -87,42 +87,146 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the group and apply the exit-code convention."""
-    import os
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so every cleanup (``finally`` blocks,
+    atomic outputs, temporary stitch files) runs before the process exits with 143."""
 
-    from geoseg.errors import GeoSegError
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the group and apply the exit-code convention.
+
+    Exit codes: 0 success, 2 bad input (one line naming the argument or file and the fix),
+    1 runtime failure, 130 Ctrl-C, 143 SIGTERM (partial outputs removed in both cases).
+    """
+    import os
+    import signal
+    import threading
 
     os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
     argv = list(sys.argv[1:] if argv is None else argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = _run(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    sys.exit(code)
+
+
+def _interrupt_code(exc: BaseException) -> int | None:
+    """130 for Ctrl-C, 143 for SIGTERM, None when ``exc`` is not an interruption.
+
+    click turns a KeyboardInterrupt into ``Abort`` (its cause), so the chain is searched.
+    """
+    for e in _chain(exc):
+        if isinstance(e, Terminated):
+            return 143
+        if isinstance(e, KeyboardInterrupt):
+            return 130
+    return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def _run(argv: list[str]) -> int:
+    from geoseg.errors import GeoSegError
+
     verbose = any(
         a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in argv
     )
     try:
         rv = group.main(args=argv, prog_name="geoseg", standalone_mode=False)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
+        return exc.exit_code
     except click.UsageError as exc:
         # One line naming the argument, not click's three-line usage block.
         click.echo(f"Error: {_one_line(exc.format_message())}", err=True)
-        sys.exit(2)
+        return 2
     except GeoSegError as exc:
         if verbose:
             log.exception("failed")
         click.echo(f"Error: {_one_line(exc)}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        code = _interrupt_code(exc) or 1
+        what = "SIGTERM" if code == 143 else "Ctrl-C"
+        click.echo(f"Interrupted ({what}); partial outputs were removed.", err=True)
+        return code
     except Exception as exc:  # a bug or an environment failure: exit 1, traceback on -v
+        explained = _explain(exc, argv)
         if verbose:
             raise
+        if explained is not None:
+            code, message = explained
+            click.echo(f"Error: {_one_line(message)}", err=True)
+            return code
         click.echo(
             f"Error: {exc.__class__.__name__}: {_one_line(exc)} (rerun with -v for details)",
             err=True,
         )
-        sys.exit(1)
-    sys.exit(rv if isinstance(rv, int) else 0)
+        return 1
+    return rv if isinstance(rv, int) else 0
+
+
+#: what libraries say when a write hit a full disk without an errno (torch.save, GDAL)
+_DISK_FULL_TEXT = ("no space left on device", "file write failed", "free disk space")
+_OUTPUT_OPTIONS = ("-o", "--output")
+_VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet", ".csv")
+
+
+def _explain(exc: Exception, argv: list[str]) -> tuple[int, str] | None:
+    """``(exit code, one-line message)`` for a library exception caused by the user's data or
+    disk, or ``None`` for a genuine internal failure (reported with its class name)."""
+    import errno
+
+    chain = _chain(exc)
+    for e in chain:
+        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full or any(t in str(e).lower() for t in _DISK_FULL_TEXT):
+            where = _full_disk_path(getattr(e, "filename", None), argv, trust=full)
+            if where is not None:
+                return 1, f"no space left on {where}; free some space there or write elsewhere"
+    for e in chain:
+        if type(e).__name__ == "GEOSException":
+            files = [a for a in argv if a.lower().endswith(_VECTOR_SUFFIXES)]
+            named = ", ".join(files) or "an input vector file"
+            return 2, (
+                f"{named}: invalid geometry ({_one_line(e)}); repair it (e.g. "
+                "ogr2ogr -makevalid fixed.gpkg input.gpkg) and rerun"
+            )
+    return None
+
+
+def _full_disk_path(filename: object, argv: list[str], *, trust: bool) -> str | None:
+    """The folder that is full: the failing file's, else the command's output's.
+
+    A message-only match (no errno) is trusted only if that filesystem really is nearly full.
+    """
+    import shutil
+    from pathlib import Path
+
+    candidates = []
+    if filename:
+        candidates.append(Path(str(filename)))
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag in _OUTPUT_OPTIONS:
+            candidates.append(Path(value))
+    for path in candidates:
+        folder = path if path.is_dir() else path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if trust or shutil.disk_usage(folder).free < 64 * 2**20:
+            return str(folder)
+    return None

@@ -34,21 +34,24 @@ log = logging.getLogger(__name__)
 def valid_mask(
     data: np.ndarray, nodata: float | None, mask: np.ndarray | None = None
 ) -> np.ndarray:
-    """Valid pixels of a (C, H, W) block: invalid only where ALL bands equal ``nodata``.
+    """Valid pixels of a (C, H, W) block: invalid where ALL bands equal ``nodata``, or where
+    ANY band is NaN or infinite.
 
     All-band semantics keep real data that happens to hit the nodata value in one band: the
     Massachusetts Buildings imagery declares nodata=255 on uint8 RGB, where a white roof can
-    be 255 in one band. ``mask`` (H, W), a GDAL internal / per-dataset mask (0 = invalid),
-    removes pixels on top of that.
+    be 255 in one band. A NaN is never a measurement, whatever nodata says: one NaN band
+    would turn the pixel's normalised vector, its loss and its neighbours' predictions into
+    NaN. ``mask`` (H, W), a GDAL internal / per-dataset mask (0 = invalid), removes pixels
+    on top of that.
     """
     if data.ndim == 2:
         data = data[None]
-    if nodata is None:
+    if nodata is None or (isinstance(nodata, float) and math.isnan(nodata)):
         valid = np.ones(data.shape[1:], bool)
-    elif isinstance(nodata, float) and math.isnan(nodata):
-        valid = ~np.isnan(data).all(axis=0)
     else:
         valid = ~(data == nodata).all(axis=0)
+    if data.dtype.kind == "f":
+        valid &= np.isfinite(data).all(axis=0)
     if mask is not None:
         valid &= np.asarray(mask) != 0
     return valid
@@ -123,10 +126,33 @@ def read_window(
         return data, valid
     r0, c0 = int(inner.row_off - window.row_off), int(inner.col_off - window.col_off)
     rh, cw = int(inner.height), int(inner.width)
-    block = src.read(list(bands), window=inner)
+    block = read_checked(src, list(bands), window=inner)
     data[:, r0 : r0 + rh, c0 : c0 + cw] = block
     valid[r0 : r0 + rh, c0 : c0 + cw] = valid_mask(block, nd, internal_mask(src, inner))
     return data, valid
+
+
+def read_checked(src, indexes, **kwargs) -> np.ndarray:
+    """``src.read`` whose failure names the file: a truncated or damaged raster is the user's
+    to fix (exit 2), and GDAL's "Read failed. See previous exception" names nothing."""
+    from rasterio.errors import RasterioError
+
+    try:
+        return src.read(indexes, **kwargs)
+    except RasterioError as exc:
+        raise BadInput(
+            f"{src.name} cannot be read ({' '.join(str(exc).split())[:120]}); the file is "
+            "truncated or damaged: copy or export it again",
+            param="INPUT",
+        ) from exc
+
+
+def check_readable(src) -> None:
+    """Read the last row of every band: a truncated file (an interrupted copy or download)
+    fails here, named, instead of yielding garbage statistics or a failure deep in a run."""
+    from rasterio.windows import Window
+
+    read_checked(src, list(range(1, src.count + 1)), window=Window(0, src.height - 1, src.width, 1))
 
 
 def _overlaps(a, b) -> bool:
