@@ -85,6 +85,13 @@ def open_store(url: str | Path) -> TileStore:
         raise BadInput(f"{text} is not a Zarr tile store; create one with geoseg tile") from None
     if "image" not in group or "tile_size" not in group.attrs:
         raise BadInput(f"{text} is not a geoseg tile store; create one with geoseg tile")
+    needed = ["valid", "origin"] + (["label"] if group.attrs.get("label_classes") else [])
+    missing = [name for name in needed if name not in group]
+    if missing:  # a partial copy: the reader would fail later with a bare KeyError
+        raise BadInput(
+            f"{text} lacks its {', '.join(missing)} array(s): the store is damaged or was "
+            "copied partly; copy it again or rerun geoseg tile with --overwrite"
+        )
     if not group.attrs.get("complete"):
         raise BadInput(f"{text} is incomplete; rerun the same geoseg tile command to finish it")
     return TileStore(group, text)
