@@ -7,7 +7,9 @@ the real name once the output is complete.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -15,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from geoseg.errors import BadInput, OutputExists
+
+log = logging.getLogger(__name__)
 
 
 def check_output(path: str | Path, *, overwrite: bool, param: str = "--output") -> Path:
@@ -44,8 +48,47 @@ def remove(path: Path) -> None:
 
 
 def temporary_name(path: Path) -> Path:
-    """A hidden sibling of ``path`` keeping its suffix, so GDAL/OGR still infer the driver."""
-    return path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
+    """A hidden sibling of ``path`` keeping its suffix, so GDAL/OGR still infer the driver.
+
+    The name carries the writer's pid, so a later run can tell the leftovers of a killed
+    process (SIGKILL cannot be caught) from the files of one still running
+    (:func:`remove_stale_partials`).
+    """
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return path.with_name(f".{path.stem}.partial-{tag}{path.suffix}")
+
+
+_PARTIAL = re.compile(r"^\..+\.partial-(\d+)-[0-9a-f]{8}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_partials(folder: str | Path) -> list[Path]:
+    """Remove the temporary outputs in ``folder`` whose writer is no longer running.
+
+    Returns:
+        the removed paths (logged, so a user sees where the space came back from).
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _PARTIAL.match(p.name)
+        if m and int(m[1]) != os.getpid() and not _alive(int(m[1])):
+            remove(p)
+            removed.append(p)
+    if removed:
+        log.info("removed %d partial file(s) of an interrupted run in %s", len(removed), folder)
+    return removed
 
 
 @contextmanager

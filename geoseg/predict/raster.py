@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import BadInput
-from geoseg.paths import check_output, remove, temporary_name
+from geoseg.paths import check_output, remove, remove_stale_partials, temporary_name
 from geoseg.predict.blend import Block, Segment, blend_block, plan_blocks
 from geoseg.predict.segment import check_grid, load_model, resolve_device, segmenter
 
@@ -282,6 +282,7 @@ def predict(
     head, named = class_ids(ckpt, classes)
     n_classes = int(ckpt["n_clusters"][head])
     Path(output_dir).mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(output_dir)  # what a killed predict (SIGKILL) left behind
     paths = output_paths(raster, output_dir, named, probabilities=probabilities)
     for path in paths.values():
         check_output(path, overwrite=overwrite, param="--output")
