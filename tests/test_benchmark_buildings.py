@@ -282,3 +282,53 @@ def test_every_method_on_vegas_crop(data_dir, tmp_path):
     recs = json.loads((tmp_path / "a.json").read_text())
     assert [r["method"] for r in recs] == ["kmeans", "kanezaki", "iic", "ac", "rf", "default"]
     assert all(r["error"] is None for r in recs), [r["error"] for r in recs]
+
+
+def _record(method: str, f1s: list[float], error: str | None = None) -> dict:
+    draws = [
+        {"seed": s, "f1": f, "precision": f, "recall": f, "iou": f, "tp": 1, "fp": 1, "fn": 1}
+        for s, f in enumerate(f1s)
+    ]
+    mean = {
+        k: (float(np.mean([d[k] for d in draws])) if draws else None)
+        for k in ("f1", "precision", "recall", "iou", "tp", "fp", "fn")
+    }
+    return {
+        "method": method,
+        "draws": draws,
+        "mean": mean,
+        "error": error,
+        "commit": "abc",
+        "pixel_size": 0.5,
+        "units": "m",
+        "train_s": 1.0,
+        "predict_s": 1.0,
+        "wall_s": 3.0,
+        "budget": {"train_method": method, "overrides": []},
+        "load_avg": 1.0,
+    }
+
+
+def test_report_section_and_chart(tmp_path):
+    """The table's mean-over-scenes row counts a failed method as 0, leaves the recall-only
+    scene out; the section is replaced between its markers and the rest of the file is kept."""
+    report = _load("benchmark_buildings_all")
+    rows = {
+        "a": {"kmeans": _record("kmeans", [0.1, 0.2, 0.3]), "rf": _record("rf", [0.5] * 3)},
+        "b": {"kmeans": _record("kmeans", [], error="boom"), "rf": _record("rf", [0.3] * 3)},
+        "rio": {"kmeans": _record("kmeans", [0.9] * 3)},
+    }
+    text = report.markdown(rows, ["kmeans", "rf"], "chart.png")
+    f1_table = text.split("### SpaceNet F1")[1].split("###")[0]
+    assert "| a | 0.20 (0.10–0.30) | 0.50 (0.50–0.50) |" in f1_table
+    assert "| b | error | 0.30 (0.30–0.30) |" in f1_table
+    assert "**0.100** (2) | **0.400** (2)" in f1_table  # kmeans: (0.2 + 0) / 2
+    assert "| rio |" not in f1_table and "### Recall only" in text
+    results = tmp_path / "results.md"
+    results.write_text("# Results\n\n## Other\n\nkept\n")
+    report.write_section(results, text)
+    report.write_section(results, text.replace("0.20 (0.10–0.30)", "X"))
+    body = results.read_text()
+    assert body.count(report.START) == 1 and "kept" in body and "| a | X |" in body
+    report.chart(rows, ["kmeans", "rf"], tmp_path / "f1.png")
+    assert Image.open(tmp_path / "f1.png").size[0] >= 620
