@@ -65,14 +65,20 @@ class KMeansSegmenter(nn.Module):
         std = (sq - mean * mean).clamp_min(0).sqrt()
         return torch.cat([x, mean, std], dim=1)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, *, all_sub_heads: bool = False) -> list:
+        """``[logits (B, K, H, W)]``; ``all_sub_heads`` gives ``[[logits]]`` (one sub-head)."""
         f = self.features(x)
         c = self.centroids.to(f.dtype)
         # ||f - c||² = ||f||² - 2 f·c + ||c||²; ||f||² is the same for every k, but keeping it
         # makes the logits true (negative) squared distances, which is easier to reason about.
         dot = torch.einsum("bfhw,kf->bkhw", f, c)
         dist = (f * f).sum(1, keepdim=True) - 2 * dot + (c * c).sum(1)[None, :, None, None]
-        return [-dist]
+        return [[-dist]] if all_sub_heads else [-dist]
+
+    def select_sub_heads(self, indices: list[int]) -> None:
+        """A baseline has one sub-head per head; kept so every model has the same interface."""
+        if list(indices) != [0]:
+            raise ValueError(f"k-means has one sub-head; cannot select {indices}")
 
     def fit(self, pixels: torch.Tensor, *, seed: int = 0, n_init: int = 10) -> KMeansSegmenter:
         """Fit the centroids on ``pixels`` (N, F) feature vectors (scikit-learn k-means++).
@@ -116,8 +122,15 @@ class KanezakiNet(nn.Module):
         blocks += [nn.Conv2d(width, width, 1), nn.BatchNorm2d(width)]
         self.net = nn.Sequential(*blocks)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [self.net(x)]
+    def forward(self, x: torch.Tensor, *, all_sub_heads: bool = False) -> list:
+        """``[logits (B, K, H, W)]``; ``all_sub_heads`` gives ``[[logits]]`` (one sub-head)."""
+        logits = self.net(x)
+        return [[logits]] if all_sub_heads else [logits]
+
+    def select_sub_heads(self, indices: list[int]) -> None:
+        """A baseline has one sub-head per head; kept so every model has the same interface."""
+        if list(indices) != [0]:
+            raise ValueError(f"the Kanezaki net has one sub-head; cannot select {indices}")
 
 
 def build_baseline(

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 
 from geoseg import __version__
@@ -33,13 +32,14 @@ from geoseg.errors import BadInput
 from geoseg.paths import atomic_output, check_input, check_output, remove
 from geoseg.progress import progress
 from geoseg.progress import set_enabled as set_progress
+from geoseg.train.baselines import fit_baseline
 from geoseg.train.data import CropSampler, rng_state, seed_everything, set_rng_state, step_generator
 from geoseg.train.distributed import setup, wrap
-from geoseg.train.monitor import MetricsLog, confusion, hungarian_scores, joint_stats, quicklook
+from geoseg.train.evaluation import evaluate
+from geoseg.train.methods import BASELINES, method_for, model_spec
+from geoseg.train.monitor import MetricsLog, quicklook
 
 log = logging.getLogger(__name__)
-
-BASELINES = ("kmeans", "kanezaki")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -71,150 +71,7 @@ def _config(config: Any, overrides: tuple[str, ...], method: str | None) -> Trai
     return cfg
 
 
-def model_spec(cfg: TrainConfig, in_channels: int) -> dict[str, Any]:
-    """``build_model`` kwargs for this config (what the checkpoint stores under ``model``)."""
-    if cfg.method == "kmeans":
-        b = cfg.baseline
-        model_cfg = {"texture": b.texture, "texture_window": b.texture_window}
-        return {
-            "method": "kmeans",
-            "model_cfg": model_cfg,
-            "in_channels": in_channels,
-            "n_clusters": [cfg.n_clusters],
-        }
-    if cfg.method == "kanezaki":
-        return {
-            "method": "kanezaki",
-            "model_cfg": {"layers": cfg.baseline.layers},
-            "in_channels": in_channels,
-            "n_clusters": [cfg.baseline.width],
-        }
-    heads = [cfg.n_clusters] + ([cfg.n_over_clusters] if cfg.n_over_clusters > 0 else [])
-    return {
-        "method": cfg.method,
-        "model_cfg": dict(cfg.model),
-        "in_channels": in_channels,
-        "n_clusters": heads,
-    }
-
-
-def two_views(
-    model,
-    x: torch.Tensor,
-    valid: torch.Tensor,
-    head: int,
-    cfg: TrainConfig,
-    rng: np.random.Generator,
-    band_names: list[str],
-) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-    """Softmax outputs of the two views per sub-head, all in x's frame, and the pixels valid in
-    both views.
-
-    IIC: x and g(x); g's geometric part is undone on the second output (g⁻¹), so pixel u of
-    both outputs shows the same ground. AC: two different raster-scan orderings, the second
-    on g(x) when augmentation is on (Ouali et al. use both). All randomness comes from ``rng``.
-    """
-    from geoseg.io.bands import optical_bands
-    from geoseg.train.augment import sample_transform
-
-    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    g = sample_transform(gen, cfg.augment, x.shape[0], jitter_bands=optical_bands(band_names))
-    x2 = g.apply(x)
-    # baselines have a single sub-head and no all_sub_heads switch (DDP wraps the net)
-    kw = (
-        {"all_sub_heads": True}
-        if hasattr(getattr(model, "module", model), "select_sub_heads")
-        else {}
-    )
-    if cfg.method == "ac":
-        o1, o2 = (int(o) for o in rng.choice(8, size=2, replace=False))
-        z1, z2 = model(x, ordering=o1, **kw)[head], model(x2, ordering=o2, **kw)[head]
-    else:
-        z1, z2 = model(x, **kw)[head], model(x2, **kw)[head]
-    if not kw:
-        z1, z2 = [z1], [z2]
-    both = g.valid(valid.cpu()).to(valid.device)
-    p1 = [F.softmax(z.float(), 1) for z in z1]
-    p2 = [F.softmax(g.invert(z.float()), 1) for z in z2]
-    return p1, p2, both
-
-
-def mi_loss(p1: torch.Tensor, p2: torch.Tensor, valid: torch.Tensor, cfg: TrainConfig):
-    """The configured IIC / AC loss of one pair of views."""
-    from geoseg.train.losses import ac_loss, iic_loss
-
-    fn = ac_loss if cfg.method == "ac" else iic_loss
-    return fn(
-        p1,
-        p2,
-        displacement=cfg.loss.displacement,
-        lamb=cfg.loss.lamb,
-        mask=valid,
-        uncollapsed=cfg.loss.uncollapsed,
-    )
-
-
-@torch.no_grad()
-def evaluate(
-    model, sampler: CropSampler, cfg: TrainConfig, device: torch.device, step: int
-) -> list[dict[str, Any]]:
-    """Loss, MI, marginal entropy, clusters used (and label scores) per head on fixed crops.
-
-    The crops and augmentations are the same at every evaluation (stream 3 of steps
-    ``0..eval_batches-1``) so the rows of metrics.csv are comparable over time; the global RNGs
-    are not touched, so evaluating never changes the training trajectory. Each head keeps the
-    sub-head with the lowest loss (the IIC paper's choice, made without labels).
-    """
-    model.eval()
-    rows = []
-    for head, name in enumerate(model.head_names):
-        stats: dict[int, dict[str, Any]] = {}
-        n_true = max([1, *(int(v) for v in sampler.store.label_classes.values())])
-        kw = {"all_sub_heads": True} if hasattr(model, "select_sub_heads") else {}
-        for b in range(cfg.schedule.eval_batches):
-            batch = sampler.batch(b, stream=3)
-            x, valid = batch["image"].to(device), batch["valid"].to(device)
-            rng = step_generator(cfg.seed, b, 2)
-            p1s, p2s, both = two_views(model, x, valid, head, cfg, rng, sampler.store.band_names)
-            # clusters as predict sees them (AC: no ordering mask at inference)
-            infer = model(x, **kw)[head]
-            infer = infer if kw else [infer]
-            for sub, (p1, p2) in enumerate(zip(p1s, p2s, strict=True)):
-                st = stats.setdefault(sub, {"loss": [], "mi": [], "ent": [], "used": set()})
-                st["loss"].append(float(mi_loss(p1, p2, both, cfg)))
-                mi, ent = joint_stats(p1, p2, both)
-                st["mi"].append(mi)
-                st["ent"].append(ent)
-                pred = infer[sub].argmax(1)
-                st["used"].update(torch.unique(pred[valid]).tolist())
-                if batch["label"] is not None:
-                    c = confusion(pred.cpu().numpy(), batch["label"].numpy(), p1.shape[1], n_true)
-                    st["conf"] = st["conf"] + c if "conf" in st else c
-        best = min(stats, key=lambda k: np.mean(stats[k]["loss"]))
-        if len(stats) > 1:
-            selected = model.heads.selected.clone()
-            selected[head] = best
-            model.select_sub_heads(selected.tolist())
-        st = stats[best]
-        acc, miou = hungarian_scores(st["conf"]) if "conf" in st else (float("nan"),) * 2
-        rows.append(
-            {
-                "step": step,
-                "split": "eval",
-                "head": name,
-                "loss": float(np.mean(st["loss"])),
-                "mi": float(np.mean(st["mi"])),
-                "entropy": float(np.mean(st["ent"])),
-                "clusters_used": len(st["used"]),
-                "hungarian_acc": acc,
-                "miou": miou,
-            }
-        )
-    model.train()
-    return rows
-
-
-def checkpoint_dict(
+def snapshot(
     model, optimizer, cfg: TrainConfig, sampler: CropSampler, step: int, best_loss: float | None
 ) -> dict[str, Any]:
     """The checkpoint of docs/contracts.md for the current state."""
@@ -313,13 +170,22 @@ def train(
             tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     dist.barrier()
 
+    method = method_for(cfg, store.band_names)
     if cfg.method in BASELINES:
-        # baselines are cheap and fitted once, by rank 0
-        from geoseg.train.baselines import fit_baseline
-
-        best = fit_baseline(model, sampler, cfg, output, dev) if dist.main else output / "best.pt"
+        # baselines are cheap and fitted once, by rank 0, then saved like a network's run
+        if dist.main:
+            metrics = MetricsLog(output / "metrics.csv")
+            steps = fit_baseline(model, sampler, cfg, metrics, dev)
+            rows, _ = evaluate(model, sampler, method, cfg, dev, steps)
+            for row in rows:
+                metrics.write(**row)
+            ckpt = snapshot(model, None, cfg, sampler, steps, None)
+            save_checkpoint(ckpt, output / "last.pt")
+            save_checkpoint(ckpt, output / "best.pt")
+            look = sampler.fixed_tiles(cfg.data.quicklook_tiles)
+            quicklook(model, sampler, look, output / "quicklook" / "epoch_001.png", dev)
         dist.barrier()
-        return best
+        return output / "best.pt"
 
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
@@ -353,16 +219,17 @@ def train(
         # in a torchrun job rank 0 evaluates and saves while the others wait in the next step)
         due = step > 0 and step % sch.eval_every == 0 and step != resumed_at
         if dist.main and (last or due):
-            rows = evaluate(model, sampler, cfg, dev, step)
+            rows, best_subs = evaluate(model, sampler, method, cfg, dev, step)
+            model.select_sub_heads(best_subs)
             for row in rows:
                 metrics.write(**row)
             if rows[0]["loss"] < best_loss:
                 best_loss = rows[0]["loss"]
                 save_checkpoint(
-                    checkpoint_dict(model, None, cfg, sampler, step, best_loss), output / "best.pt"
+                    snapshot(model, None, cfg, sampler, step, best_loss), output / "best.pt"
                 )
         if dist.main and (last or (step > 0 and step % sch.checkpoint_every == 0)):
-            ckpt = checkpoint_dict(model, optimizer, cfg, sampler, step, best_loss)
+            ckpt = snapshot(model, optimizer, cfg, sampler, step, best_loss)
             # the loss scale of mixed precision is training state too (plain floats and ints)
             save_checkpoint({**ckpt, "scaler_state": scaler.state_dict()}, output / "last.pt")
         if last:
@@ -377,9 +244,9 @@ def train(
         valid = batch["valid"].to(dev, non_blocking=True)
         with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
             rng = step_generator(cfg.seed, step, 1, dist.rank)
-            p1s, p2s, both = two_views(net, x, valid, head, cfg, rng, store.band_names)
+            p1s, p2s, both = method.pair(net, x, valid, head, rng)
         # sub-heads share the trunk; their losses are averaged (IIC paper)
-        loss = sum(mi_loss(p1, p2, both, cfg) for p1, p2 in zip(p1s, p2s, strict=True))
+        loss = sum(method.loss(p1, p2, both) for p1, p2 in zip(p1s, p2s, strict=True))
         loss = loss / len(p1s)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

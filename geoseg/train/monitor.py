@@ -8,6 +8,7 @@ method stays unsupervised.
 from __future__ import annotations
 
 import csv
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,17 @@ COLUMNS = [
     "hungarian_acc",
     "miou",
 ]
+
+
+@contextmanager
+def eval_mode(model):
+    """Run a block with ``model`` in eval mode, then restore its mode: looking never changes it."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
 
 
 def joint_stats(p1: torch.Tensor, p2: torch.Tensor, valid: torch.Tensor) -> tuple[float, float]:
@@ -137,15 +149,14 @@ def write_quicklook(
 @torch.no_grad()
 def quicklook(model, sampler, tiles: list[int], path: Path, device) -> None:
     """image RGB | clusters (main head) of a few fixed tiles, one PNG per epoch."""
-    model.eval()
     data = [sampler.tile(i) for i in tiles]
     clusters = []
-    for d in data:
-        x = d["image"][None].to(device)
-        m = model.size_multiple
-        h, w = x.shape[-2:]
-        x = F.pad(x, (0, (-w) % m, 0, (-h) % m))
-        clusters.append(model(x)[0][0, :, :h, :w].argmax(0).cpu().numpy())
+    with eval_mode(model):
+        for d in data:
+            x = d["image"][None].to(device)
+            m = model.size_multiple
+            h, w = x.shape[-2:]
+            x = F.pad(x, (0, (-w) % m, 0, (-h) % m))
+            clusters.append(model(x)[0][0, :, :h, :w].argmax(0).cpu().numpy())
     path.parent.mkdir(exist_ok=True)
     write_quicklook(path, data, clusters, band_names=sampler.store.band_names, stats=sampler.stats)
-    model.train()
