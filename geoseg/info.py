@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.errors import BadInput
-from geoseg.io.bands import band_names
+from geoseg.io.bands import band_names, file_band_labels
 from geoseg.io.rasters import check_readable, open_raster
 
 
@@ -26,7 +26,7 @@ def describe(path: str | Path, *, stats: bool = True) -> dict:
 
     # PAM off: computing statistics must not leave a .aux.xml beside the user's raster.
     with rasterio.Env(GDAL_PAM_ENABLED="NO"), open_raster(text) as src:
-        names = band_names(src.descriptions)
+        names = band_names(file_band_labels(src))
         info: dict[str, Any] = {
             "path": text,
             "driver": src.driver,

@@ -50,22 +50,15 @@ def test_rgba_alpha_is_never_taken_as_nir(rgbn_model, fixture_pixels, tmp_path):
     """An RGBA file (GDAL: Red, Green, Blue, Alpha) has no NIR: refused naming --bands."""
     rgba = fixture_pixels.copy()
     rgba[3] = 255
-    path = write_raster(
-        tmp_path / "rgba.tif",
-        rgba,
-        photometric="RGB",
-        colorinterp=("red", "green", "blue", "alpha"),
-    )
+    # as GDAL writes RGBA: PHOTOMETRIC=RGB with an alpha extra sample (Red, Green, Blue, Alpha)
+    path = write_raster(tmp_path / "rgba.tif", rgba, photometric="RGB", alpha="YES")
     r = geoseg("predict", path, "-m", rgbn_model, "-o", tmp_path / "out")
     assert_refused(r, "alpha", "nir", "--bands")
 
 
 def test_an_explicit_band_mapping_is_honoured(rgbn_model, fixture_pixels, tmp_path):
     """The user may map bands by hand (--bands): the fourth band is then taken as NIR."""
-    path = write_raster(
-        tmp_path / "rgba.tif", fixture_pixels, photometric="RGB",
-        colorinterp=("red", "green", "blue", "alpha"),
-    )  # fmt: skip
+    path = write_raster(tmp_path / "rgba.tif", fixture_pixels, photometric="RGB", alpha="YES")
     r = geoseg("predict", path, "-m", rgbn_model, "-o", tmp_path / "a", "--bands", "1,2,3,4")
     assert r.code == 0, r.err
     plain = write_raster(
@@ -85,13 +78,11 @@ def test_bgr_copy_is_read_by_colour_interpretation(rgb_model, fixture_pixels, tm
     feeds blue as red.
     """
     rgb = write_raster(
-        tmp_path / "rgb.tif", fixture_pixels[:3], photometric="RGB",
-        colorinterp=("red", "green", "blue"),
-    )  # fmt: skip
+        tmp_path / "rgb.tif", fixture_pixels[:3], colorinterp=("red", "green", "blue")
+    )
     bgr = write_raster(
-        tmp_path / "bgr.tif", fixture_pixels[2::-1].copy(), photometric="RGB",
-        colorinterp=("blue", "green", "red"),
-    )  # fmt: skip
+        tmp_path / "bgr.tif", fixture_pixels[2::-1].copy(), colorinterp=("blue", "green", "red")
+    )
     info = geoseg("info", bgr, "--json", "--no-stats")
     assert info.code == 0, info.err
     assert [b["name"] for b in json.loads(info.out)["bands"]] == ["blue", "green", "red"]

@@ -11,7 +11,7 @@ import pytest
 import rasterio
 from affine import Affine
 from rasterio.features import rasterize
-from reliability_util import assert_refused, geoseg, read, write_raster
+from reliability_util import assert_refused, geoseg, read, spawn, write_raster
 from shapely.geometry import box, mapping
 
 
@@ -111,12 +111,14 @@ def test_an_empty_label_file_is_refused(fixtures, tmp_path):
 
 
 def test_allow_empty_labels_warns_loudly_and_does_not_claim_labels(fixtures, tmp_path):
+    """A real process, so the warning is seen on stderr as a user sees it."""
     far = _geojson(tmp_path / "far.geojson", [box(600000, 4100000, 600050, 4100050)])
-    r = geoseg("tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr", "--tile-size", 64,
-               "--labels", far, "--allow-empty-labels", quiet=False)  # fmt: skip
-    assert r.code == 0, r.err
-    assert "warning" in r.err.lower() and "far.geojson" in r.err
-    assert "with labels" not in r.out
+    proc = spawn("tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr", "--tile-size", 64,
+                 "--labels", far, "--allow-empty-labels")  # fmt: skip
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "warning" in err.lower() and "far.geojson" in err
+    assert "with labels" not in out
 
 
 def test_quebec_mask_with_nodata_zero_keeps_background(tmp_path):

@@ -72,6 +72,13 @@ def _parse_classes(
 )
 @scheduler_opt
 @overwrite_opt
+@click.option(
+    "--bands",
+    default=None,
+    metavar="LIST",
+    help="Map bands by hand: bands of RASTER (index or name), one per model band in the "
+    "model's order, e.g. 3,2,1,4. By default bands are matched by name and pixel type.",
+)
 def cli(
     raster: str,
     model: str,
@@ -92,6 +99,7 @@ def cli(
     block_size: int,
     scheduler: str | None,
     overwrite: bool,
+    bands: str | None,
 ) -> None:
     """Segment RASTER with a trained model; write <name>_clusters.tif (COG) into OUTPUT.
 
@@ -117,6 +125,7 @@ def cli(
         block_size=block_size,
         scheduler=scheduler,
         overwrite=overwrite,
+        bands=bands,
     )
     for role, path in paths.items():
         if not role.endswith(":style"):

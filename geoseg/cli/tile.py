@@ -32,6 +32,11 @@ from geoseg.cli.options import (
     show_default=True,
     help="Skip tiles whose fraction of valid (non-nodata) pixels is below this.",
 )
+@click.option(
+    "--allow-empty-labels",
+    is_flag=True,
+    help="Labels that cover no input only warn (the store then has no labels) instead of failing.",
+)
 @nodata_opt
 @overwrite_opt
 @scheduler_opt
@@ -43,6 +48,7 @@ def cli(
     overlap: int | None,
     labels: str | None,
     min_valid: float,
+    allow_empty_labels: bool,
     nodata,
     overwrite: bool,
     scheduler: str | None,
@@ -67,6 +73,7 @@ def cli(
         nodata=nodata,
         overwrite=overwrite,
         scheduler=scheduler,
+        allow_empty_labels=allow_empty_labels,
     )
     click.echo(
         f"{store.url}: {store.n_tiles} tiles of {store.tile_size}x{store.tile_size}, "

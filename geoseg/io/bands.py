@@ -7,6 +7,7 @@ predict cannot disagree about it.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,6 +33,33 @@ _ALIASES = {
     "red-edge": ("rededge",),
     "re": ("rededge",),
 }
+
+
+#: GDAL colour interpretations that name a band (gray/undefined/palette say nothing)
+_COLOUR_NAMES = {
+    "red": "red", "green": "green", "blue": "blue", "alpha": "alpha",
+    "cyan": "cyan", "magenta": "magenta", "yellow": "yellow", "black": "black",
+}  # fmt: skip
+
+
+def file_band_labels(src: Any) -> tuple[str | None, ...]:
+    """What a raster file itself says each band is: its band descriptions, else its GDAL
+    colour interpretation (Red, Green, Blue, Alpha, ...) when that names every band.
+
+    The colour interpretation is what GDAL, QGIS and every TIFF writer record: a BGR copy
+    says Blue, Green, Red and an RGBA file says its fourth band is Alpha. Guessing from the
+    band count instead called both "red, green, blue(, nir)", so predict fed blue as red and
+    alpha as NIR. A partial interpretation (Red, Green, Blue on an 8-band WorldView file, an
+    artefact of PHOTOMETRIC=RGB) is not trusted; :func:`band_names` then falls back to presets.
+    """
+    descriptions = tuple(src.descriptions)
+    described = [(d or "").strip() for d in descriptions]
+    if all(described) and len({d.lower() for d in described}) == len(described):
+        return descriptions
+    colours = [_COLOUR_NAMES.get(getattr(c, "name", str(c)).lower()) for c in src.colorinterp]
+    if all(colours) and len(set(colours)) == len(colours):
+        return tuple(colours)
+    return descriptions
 
 
 def band_names(descriptions: Sequence[str | None]) -> list[str]:
@@ -67,6 +95,8 @@ def resolve_bands(src_or_descriptions: Any, bands: str | Sequence[int | str] | N
     """
     if isinstance(src_or_descriptions, int):
         descriptions: Sequence[str | None] = [None] * src_or_descriptions
+    elif hasattr(src_or_descriptions, "colorinterp"):
+        descriptions = file_band_labels(src_or_descriptions)
     elif hasattr(src_or_descriptions, "descriptions"):
         descriptions = src_or_descriptions.descriptions
     else:
@@ -99,6 +129,118 @@ def resolve_bands(src_or_descriptions: Any, bands: str | Sequence[int | str] | N
             )
         out.append(match)
     return out
+
+
+#: names of one band that different files or sensors spell differently (match either way)
+_SAME_BAND = (("nir", "nir1", "ir"), ("rededge", "red-edge", "re"))
+_GENERIC = re.compile(r"^b\d+$")
+
+
+def _spellings(name: str) -> tuple[str, ...]:
+    for group in _SAME_BAND:
+        if name in group:
+            return (name, *(g for g in group if g != name))
+    return (name,)
+
+
+def match_bands(
+    raster_labels: Sequence[str | None],
+    raster_dtype: str,
+    *,
+    model_names: Sequence[str],
+    model_bands: Sequence[int],
+    model_dtype: str | None = None,
+    model_count: int | None = None,
+    explicit: str | Sequence[int | str] | None = None,
+    name: str = "the raster",
+) -> list[int]:
+    """The 1-based bands of a raster to feed a model, matched by band name and pixel type.
+
+    The band count alone says nothing: an 8-band uint16 WorldView file has more bands than an
+    RGBN uint8 model, an RGBA file as many, and both were read as the model's bands. So:
+
+    - ``explicit`` (``--bands``): the user's mapping, indices or names of the raster, one per
+      model band in the model's order, is used as given (a dtype difference is only warned).
+    - a different pixel type (uint16 vs uint8) is refused: the normalisation was fitted to
+      the training radiometry.
+    - named model bands are looked up by name (``nir`` also matches ``nir1``), so a BGR copy
+      or a wider sensor is read right; a missing name is refused.
+    - unnamed model bands (``b1..bn``) match only a raster that is unnamed too and has the
+      training rasters' band count; otherwise ``--bands`` must say which bands to read.
+
+    Args:
+        raster_labels: :func:`file_band_labels` of the raster.
+        raster_dtype: its pixel type.
+        model_names, model_bands: the checkpoint's ``band_names`` and ``bands``.
+        model_dtype, model_count: the checkpoint's ``dtype`` and ``band_count`` (the training
+            rasters' band count); ``None`` in checkpoints older than the band contract.
+        explicit: the ``--bands`` option.
+        name: the raster, as named in messages.
+
+    Raises:
+        BadInput: (``RASTER`` / ``--bands``) one line saying what to pass.
+    """
+    n = len(model_names)
+    want = ",".join(model_names)
+    raster_names = band_names(raster_labels)
+    example = ",".join(str(i) for i in range(1, n + 1))
+    if explicit is not None:
+        picked = resolve_bands(raster_labels, explicit)
+        if len(picked) != n:
+            raise BadInput(
+                f"{len(picked)} bands given but the model takes {n} ({want}); list {n} bands "
+                f"of {name} in that order",
+                param="--bands",
+            )
+        if model_dtype and raster_dtype != model_dtype:
+            log.warning(
+                "%s holds %s pixels but the model was trained on %s: mapped by --bands as asked",
+                name, raster_dtype, model_dtype,
+            )  # fmt: skip
+        return picked
+    if model_dtype and raster_dtype != model_dtype:
+        raise BadInput(
+            f"{name} holds {raster_dtype} pixels but the model was trained on {model_dtype} "
+            f"({want}); convert it to {model_dtype} with the training scaling, or map bands "
+            "explicitly with --bands",
+            param="RASTER",
+        )
+    if all(_GENERIC.match(m) for m in model_names):
+        if model_count is None:  # an older checkpoint: by position, as it always was
+            count = len(raster_names)
+            if count >= max(model_bands):
+                return [int(b) for b in model_bands]
+            if count == n:
+                return list(range(1, n + 1))
+            raise BadInput(
+                f"{name} has {count} bands but the model expects {n} (bands "
+                f"{','.join(str(int(b)) for b in model_bands)} of its training rasters); pass "
+                "a raster with those bands, or map them with --bands",
+                param="RASTER",
+            )
+        if len(raster_names) == model_count and all(_GENERIC.match(r) for r in raster_names):
+            return [int(b) for b in model_bands]
+        raise BadInput(
+            f"{name} has bands {','.join(raster_names)} but the model's {n} bands have no names "
+            f"({want}); pass --bands with {n} bands of {name} in training order, "
+            f"e.g. --bands {','.join(str(int(b)) for b in model_bands)}",
+            param="RASTER",
+        )
+    picked, missing = [], []
+    for m in model_names:
+        hit = next((raster_names.index(s) + 1 for s in _spellings(m) if s in raster_names), None)
+        if hit is None:
+            missing.append(m)
+        else:
+            picked.append(hit)
+    if missing:
+        raise BadInput(
+            f"{name} has bands {','.join(raster_names)} but the model needs {want} (no "
+            f"{','.join(missing)}); pass --bands with {n} bands of {name} in that order, "
+            f"e.g. --bands {example}",
+            param="RASTER",
+        )
+    return picked
 
 
 OPTICAL_BANDS = frozenset(

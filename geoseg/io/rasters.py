@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import BadInput
+from geoseg.io.bands import file_band_labels
 
 # rasterio.features.rasterize builds an in-memory GDAL dataset per call; under dask's threads
 # it now and then warns "not georeferenced" although every geoseg call passes an explicit
@@ -196,7 +197,7 @@ class StackReader:
         #: (dataset, band index) of every band of the stack, in order
         self.band_map = [(ds, i) for ds in self.datasets for i in range(1, ds.count + 1)]
         self.descriptions = tuple(
-            descriptions or (d for ds in self.datasets for d in ds.descriptions)
+            descriptions or (d for ds in self.datasets for d in file_band_labels(ds))
         )
 
     def read(

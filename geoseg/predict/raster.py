@@ -229,6 +229,7 @@ def predict(
     block_size: int = 1024,
     scheduler: str | None = None,
     overwrite: bool = False,
+    bands: str | Sequence[int | str] | None = None,
 ) -> dict[str, Path]:
     """Segment a scene of any size block by block; write COGs (and polygons of mapped classes).
 
@@ -250,6 +251,8 @@ def predict(
         block_size: block edge in pixels (rounded to whole tile strides); bounds memory.
         scheduler: dask scheduler (``threads``, ``sync`` or a ``tcp://`` address).
         overwrite: replace existing outputs.
+        bands: explicit band mapping (``--bands``): bands of ``raster``, by index or name, one
+            per model band in the model's order; by default bands are matched by name.
 
     Returns:
         Written paths by role: ``clusters``, ``probabilities``, each class name, ``<class>:vector``
@@ -263,17 +266,21 @@ def predict(
     import rasterio
     import torch
 
+    from geoseg.io.bands import file_band_labels, match_bands
     from geoseg.io.palette import class_colormap, class_dtype
     from geoseg.io.rasters import open_raster
     from geoseg.progress import run_tasks, scheduler_address
 
     with open_raster(raster, param="RASTER") as src:
-        count, grid = (
-            src.count,
-            dict(width=src.width, height=src.height, crs=src.crs, transform=src.transform),
-        )
+        grid = dict(width=src.width, height=src.height, crs=src.crs, transform=src.transform)
+        labels, dtype = file_band_labels(src), src.dtypes[0]
     ckpt, net = load_model(model)
-    bands = select_bands(count, ckpt["bands"], str(raster))
+    # matched by band name and pixel type, never by count alone (docs/reliability.md)
+    bands = match_bands(
+        labels, dtype, model_names=ckpt.get("band_names") or [f"b{b}" for b in ckpt["bands"]],
+        model_bands=ckpt["bands"], model_dtype=ckpt.get("dtype"),
+        model_count=ckpt.get("band_count"), explicit=bands, name=str(raster),
+    )  # fmt: skip
     tile, overlap = check_grid(
         tile_size or int(ckpt.get("tile_size") or 256),
         overlap,

@@ -42,8 +42,11 @@ import numpy as np
 from geoseg import __version__
 from geoseg.errors import BadInput, OutputExists
 from geoseg.io.bands import band_names, resolve_bands
+from geoseg.io.coverage import check_labels_cover
+from geoseg.io.fingerprint import check_unchanged, fingerprint
 from geoseg.io.layouts import LabelReader, Scene, find_scenes, label_classes
-from geoseg.io.rasters import StackReader
+from geoseg.io.rasters import StackReader, check_readable
+from geoseg.lock import locked_output
 from geoseg.paths import check_output, remove
 from geoseg.tiles.grid import tile_starts, tile_windows
 from geoseg.tiles.store import TileStore, is_url, open_store
@@ -64,6 +67,8 @@ def _source_attrs(scene: Scene) -> dict:
     reader = _reader(scene)
     try:
         src = reader.src
+        for ds in reader.datasets:  # a truncated file fails here, named, before any writing
+            check_readable(ds)
         if scene.label:
             LabelReader(scene.label, src, {}).close()  # a label grid mismatch fails before writing
         return {
@@ -388,6 +393,7 @@ def _run_strips(lanes, job: dict, scheduler, desc: str, write=None) -> list[dict
 # --- tile(): the library function of `geoseg tile` ------------------------------------------
 
 
+@locked_output("output")  # one writer per store: a second `geoseg tile` stops at once
 def tile(
     inputs: Sequence[str | Path] | str | Path,
     output: str | Path,
@@ -400,6 +406,7 @@ def tile(
     nodata: float | str | None = None,
     overwrite: bool = False,
     scheduler: str | None = None,
+    allow_empty_labels: bool = False,
 ) -> TileStore:
     """Stage rasters into a Zarr v3 tile store (docs/contracts.md), resumably, with dask.
 
@@ -414,6 +421,8 @@ def tile(
         nodata: override the sources' nodata (``"none"`` ignores it).
         overwrite: replace an existing store (and discard an interrupted one).
         scheduler: ``None``/``"threads"``, ``"sync"`` or a dask.distributed address.
+        allow_empty_labels: ``labels`` that cover no input only warn (the store then has no
+            labels) instead of being refused.
 
     Returns:
         The written store, opened for reading.
@@ -437,6 +446,13 @@ def tile(
                 f"{first['count']} {first['dtype']}; tile scenes of one sensor together",
                 param="INPUT",
             )
+    _check_inputs_and_output(scenes, output, nodata, first["dtype"])
+    if labels is not None and not check_labels_cover(
+        labels, sources, [s["name"] for s in sources], allow_empty=allow_empty_labels
+    ):
+        scenes, labels = [Scene(s.name, s.images, None, s.descriptions) for s in scenes], None
+        for s in sources:
+            s["label"] = None
     band_list = resolve_bands(first["descriptions"], bands)
     names = [band_names(first["descriptions"])[b - 1] for b in band_list]
     windows = [
@@ -482,6 +498,10 @@ def tile(
     }
     if label_info is not None:
         attrs["label_classes"] = label_info
+    # what the store is made of, so a resume after a re-export is refused (docs/reliability.md)
+    attrs["fingerprints"] = [fingerprint(p) for s in scenes for p in s.images] + [
+        fingerprint(p, raster=False) for p in label_files
+    ]
 
     def todo(done: np.ndarray, store_index: np.ndarray):
         """A strip writes when one of its kept tiles lacks its flag; None: nothing to write."""
@@ -536,6 +556,26 @@ def tile(
     return open_store(url)
 
 
+def _check_inputs_and_output(scenes, output, nodata, dtype: str) -> None:
+    """Refusals before anything is written: an output that is (or holds) an input, and a
+    NaN nodata on integer pixels (which can never be NaN, so it would mark nothing)."""
+    if isinstance(nodata, float) and math.isnan(nodata) and np.dtype(dtype).kind in "ui":
+        raise BadInput(f"nan cannot mark {dtype} pixels; give an integer nodata", param="--nodata")
+    if is_url(output):
+        return
+    out = Path(str(output).removeprefix("file://")).resolve()
+    for scene in scenes:
+        for p in (*scene.images, *([scene.label] if scene.label else [])):
+            if is_url(p):
+                continue
+            src = Path(p).resolve()
+            if src == out or out in src.parents:
+                raise BadInput(
+                    f"{output} is (or holds) the input {p}; write the store elsewhere",
+                    param="--output",
+                )
+
+
 def _target(output: str | Path, overwrite: bool) -> tuple[str, Path | None]:
     """Where to write: ``(url, None)`` for a URL, ``(partial path, final path)`` for a folder."""
     import zarr
@@ -552,10 +592,24 @@ def _target(output: str | Path, overwrite: bool) -> tuple[str, Path | None]:
                 )
         return str(output), None
     path = check_output(str(output).removeprefix("file://"), overwrite=overwrite)
+    if overwrite and path.exists() and not _is_store(path):
+        raise BadInput(
+            f"{path} was not created by geoseg tile (no tile store there); --overwrite only "
+            "replaces a tile store: remove it yourself or choose another output",
+            param="--output",
+        )
     partial = path.with_name(f".{path.name}.partial")
     if overwrite and partial.exists():
         remove(partial)
     return str(partial), path
+
+
+def _is_store(path: Path) -> bool:
+    """A geoseg tile store (its zarr.json has the store attributes), or an empty folder."""
+    if path.is_dir() and not any(path.iterdir()):
+        return True
+    meta = path / "zarr.json"
+    return meta.is_file() and '"tile_size"' in meta.read_text(errors="replace")
 
 
 def _open_or_create(url: str, attrs: dict, origin: np.ndarray, n_bands: int, dtype: str, overwrite):
@@ -576,6 +630,7 @@ def _open_or_create(url: str, attrs: dict, origin: np.ndarray, n_bands: int, dty
                     "pass --overwrite to start again",
                     param="--output",
                 )
+            check_unchanged(group.attrs.get("fingerprints"), attrs["fingerprints"])
             return group
     group = zarr.open_group(url, mode="w")
     group.create_array("image", shape=(n, n_bands, t, t), chunks=(1, n_bands, t, t), dtype=dtype)
