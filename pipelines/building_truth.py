@@ -54,7 +54,8 @@ class Scene:
             non-georeferenced input).
         name: the scene name (the input's stem).
         georeferenced: False when the input had no CRS (areas then in px², not m²).
-        pixel_size: pixel edge in metres (in px units, 1.0, when not georeferenced).
+        pixel_size: square root of a pixel's area in m² at the image centre (1.0 px when
+            not georeferenced).
         min_area: SpaceNet's 20 px² in the unit :func:`geoseg.evaluate.score` uses (m²).
         mask: truth on the image grid (1 building, 0 not, 255 unknown).
         valid: image pixels with data (the image's own nodata).
@@ -113,7 +114,7 @@ def stage_image(image: Path, folder: Path) -> tuple[Path, bool]:
 
 
 def pixel_size_m(image: Path) -> float:
-    """Edge of a pixel at the image centre in metres (via its UTM zone when geographic)."""
+    """Square root of the area of the centre pixel in m² (measured in UTM when geographic)."""
     import geopandas as gpd
     import rasterio
     from rasterio.transform import xy

@@ -13,6 +13,7 @@ from typing import Any
 _WHERE = {
     "tile": ("geoseg.tiles.writer",),
     "open_store": ("geoseg.tiles.store",),
+    "tile_windows": ("geoseg.tiles.grid",),
     "train": ("geoseg.train.loop",),
     "predict": ("geoseg.predict.raster",),
     "fit_mapping": ("geoseg.evaluate",),
@@ -23,6 +24,7 @@ _WHERE = {
     "load_checkpoint": ("geoseg.checkpoint",),
     "NoClassFound": ("geoseg.evaluate.mapping",),
     "GeoSegError": ("geoseg.errors",),
+    "set_enabled": ("geoseg.progress",),
     "BadInput": ("geoseg.errors",),
 }
 
