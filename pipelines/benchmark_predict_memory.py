@@ -37,7 +37,7 @@ from benchmark_tile_memory import NAIP, build_scene  # noqa: E402
 BARE_FORWARD = """
 import sys, time, numpy as np, rasterio, torch
 from rasterio.windows import Window
-from geoseg.predict.blend import tile_origins
+from geoseg.tiles.grid import tile_origins
 from geoseg.checkpoint import load_checkpoint, model_from_checkpoint
 from geoseg.io.bands import normalize
 scene, ckpt_path, tile, overlap, batch = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])

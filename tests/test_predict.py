@@ -14,9 +14,10 @@ from make_fixtures import synthetic_scene
 from geoseg.checkpoint import build_from_spec, save_checkpoint
 from geoseg.cli import group, main
 from geoseg.errors import BadInput, OutputExists
-from geoseg.predict.blend import blend_block, blend_weight, plan_blocks, tile_origins
+from geoseg.predict.blend import blend_block
 from geoseg.predict.raster import predict
 from geoseg.predict.segment import predict_array
+from geoseg.tiles.grid import blend_weight, plan_blocks, tile_origins
 
 
 def tiny_checkpoint(path, *, bands=(1, 2, 3, 4), k=5, tile=32, seed=0, mapping=None):

@@ -17,8 +17,8 @@ from rasterio.features import shapes as rio_shapes
 from rasterio.transform import from_origin
 
 from geoseg.evaluate.spacenet import match_greedy, prf
-from geoseg.predict.blend import blend_block, blend_weight, plan_blocks, ramp, tile_origins
-from geoseg.tiles.grid import tile_windows
+from geoseg.predict.blend import blend_block
+from geoseg.tiles.grid import blend_weight, plan_blocks, ramp, tile_origins, tile_windows
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,4 +1,5 @@
-"""The core of tiled inference: the global tile grid, blocks and blending.
+"""The core of tiled inference: blending the tiles of a block of the global tile grid
+(:mod:`geoseg.tiles.grid`).
 
 Seams are avoided by defining everything on ONE global tile grid: a block computes exactly the
 tiles that touch it, with the same windows and the same blend weights a whole-scene run would
@@ -14,109 +15,13 @@ in-memory block) and the tests (a fixed function with spatial context).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from geoseg.tiles.grid import Block, blend_weight
+
 #: segment(x float32 (B, C, T, T)) -> probabilities float32 (B, K, T, T)
 Segment = Callable[[np.ndarray], np.ndarray]
-
-
-def tile_origins(length: int, tile: int, overlap: int) -> np.ndarray:
-    """Top/left offsets of the tiles covering ``length`` pixels along one axis.
-
-    Tiles step by ``tile - overlap``; the last one is pulled back to end at the scene edge (so no
-    tile reads past the scene) unless the scene is shorter than one tile, when a single tile at 0
-    is padded.
-    """
-    stride = tile - overlap
-    if length <= tile:
-        return np.zeros(1, np.int64)
-    origins = list(range(0, length - tile, stride))
-    origins.append(length - tile)
-    return np.asarray(origins, np.int64)
-
-
-def block_edges(length: int, tile: int, overlap: int, block: int) -> list[tuple[int, int]]:
-    """Split one axis into blocks of about ``block`` pixels, as ``(start, stop)`` pairs.
-
-    Blocks span whole strides and their borders sit ``overlap`` pixels into a tile, where only
-    that tile covers the pixels; so each border costs one extra tile row/column, the least
-    possible, and a block needs a halo of just ``overlap`` pixels before its start.
-    """
-    stride = tile - overlap
-    step = max(1, round(block / stride)) * stride
-    edges = list(range(step + overlap, length, step))
-    starts = [0, *edges]
-    stops = [*edges, length]
-    return list(zip(starts, stops, strict=True))
-
-
-def ramp(tile: int, overlap: int) -> np.ndarray:
-    """1-D blend weight: a raised-cosine rise over ``overlap`` pixels at each end, 1 inside.
-
-    Every value is strictly positive (half-pixel offsets), so a pixel covered by a single tile
-    at the scene edge keeps that tile's probabilities exactly after normalisation.
-    """
-    w = np.ones(tile, np.float64)
-    n = min(overlap, tile // 2)
-    if n > 0:
-        rise = np.sin(0.5 * np.pi * (np.arange(n) + 0.5) / n) ** 2
-        w[:n] = rise
-        w[tile - n :] = rise[::-1]
-    return w
-
-
-def blend_weight(tile: int, overlap: int) -> np.ndarray:
-    """The separable 2-D weight ``ramp ⊗ ramp`` (T, T) float32 applied to each tile's softmax."""
-    r = ramp(tile, overlap)
-    return np.outer(r, r).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class Block:
-    """One block of the scene: the output window and the global tiles that touch it.
-
-    Attributes:
-        rows, cols: output window ``(start, stop)`` in scene pixels.
-        read_rows, read_cols: input window to read (the tiles' union clipped to the scene).
-        tiles: ``(row, col)`` scene offsets of every touching tile, in row-major order.
-    """
-
-    rows: tuple[int, int]
-    cols: tuple[int, int]
-    read_rows: tuple[int, int]
-    read_cols: tuple[int, int]
-    tiles: tuple[tuple[int, int], ...]
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.rows[1] - self.rows[0], self.cols[1] - self.cols[0]
-
-
-def _touching(origins: np.ndarray, tile: int, start: int, stop: int) -> np.ndarray:
-    return origins[(origins < stop) & (origins + tile > start)]
-
-
-def plan_blocks(height: int, width: int, *, tile: int, overlap: int, block: int) -> list[Block]:
-    """All blocks of a ``height`` x ``width`` scene, each with its tiles and read window."""
-    row_origins = tile_origins(height, tile, overlap)
-    col_origins = tile_origins(width, tile, overlap)
-    blocks = []
-    for r0, r1 in block_edges(height, tile, overlap, block):
-        rows = _touching(row_origins, tile, r0, r1)
-        for c0, c1 in block_edges(width, tile, overlap, block):
-            cols = _touching(col_origins, tile, c0, c1)
-            blocks.append(
-                Block(
-                    rows=(r0, r1),
-                    cols=(c0, c1),
-                    read_rows=(int(rows[0]), min(int(rows[-1]) + tile, height)),
-                    read_cols=(int(cols[0]), min(int(cols[-1]) + tile, width)),
-                    tiles=tuple((int(r), int(c)) for r in rows for c in cols),
-                )
-            )
-    return blocks
 
 
 def blend_block(

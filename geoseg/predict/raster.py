@@ -26,8 +26,9 @@ import numpy as np
 
 from geoseg.errors import BadInput
 from geoseg.paths import check_output, remove, remove_stale_partials, temporary_name
-from geoseg.predict.blend import Block, Segment, blend_block, plan_blocks
-from geoseg.predict.segment import check_grid, load_model, resolve_device, segmenter
+from geoseg.predict.blend import Segment, blend_block
+from geoseg.predict.segment import load_model, resolve_device, segmenter
+from geoseg.tiles.grid import Block, TileGrid
 
 log = logging.getLogger(__name__)
 
@@ -281,11 +282,12 @@ def predict(
         model_bands=ckpt["bands"], model_dtype=ckpt.get("dtype"),
         model_count=ckpt.get("band_count"), explicit=bands, name=str(raster),
     )  # fmt: skip
-    tile, overlap = check_grid(
+    tiles = TileGrid.for_prediction(
         tile_size or int(ckpt.get("tile_size") or 256),
         overlap,
         int(getattr(net, "size_multiple", 1)),
     )
+    tile, overlap = tiles.size, tiles.overlap
     head, named = class_ids(ckpt, classes)
     n_classes = int(ckpt["n_clusters"][head])
     Path(output_dir).mkdir(parents=True, exist_ok=True)
@@ -303,9 +305,7 @@ def predict(
     rasters.update({f"{name}:score": ("float32", float("nan"), 1) for name in named})
     if probabilities:
         rasters["probabilities"] = ("float32", float("nan"), n_classes)
-    blocks = plan_blocks(
-        grid["height"], grid["width"], tile=tile, overlap=overlap, block=block_size
-    )
+    blocks = tiles.blocks(grid["height"], grid["width"], block_size)
     profiles = {role: _stitch_profile(grid, n, dt, nd) for role, (dt, nd, n) in rasters.items()}
     distributed = scheduler_address(scheduler) is not None
     workers, threads = _threads(len(blocks), distributed=distributed, gpu=dev.type == "cuda")

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import BadInput
-from geoseg.predict.blend import Segment, blend_block, plan_blocks
+from geoseg.predict.blend import Segment, blend_block
+from geoseg.tiles.grid import TileGrid
 
 
 def resolve_device(device: str = "auto"):
@@ -68,27 +69,16 @@ def segmenter(model, *, head: int = 0, device: Any = "cpu", tta: bool = False) -
 
 
 def load_model(model: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
-    """``(checkpoint dict, model in eval mode on CPU)`` from a path or an already loaded dict."""
+    """``(checkpoint dict, model in eval mode on CPU)`` from a path or an already loaded dict.
+
+    A checkpoint with a few-label head (``geoseg map --head linear``) gives the model with that
+    head appended (:func:`geoseg.heads.model.attach`), so predict treats it as one more head.
+    """
     from geoseg.checkpoint import load_checkpoint, model_from_checkpoint
+    from geoseg.heads.model import attach
 
     ckpt = dict(model) if isinstance(model, Mapping) else load_checkpoint(model)
-    return ckpt, model_from_checkpoint(ckpt)
-
-
-def check_grid(tile: int, overlap: int | None, multiple: int = 1) -> tuple[int, int]:
-    """Validated ``(tile, overlap)``; the default overlap is an eighth of the tile."""
-    if tile % multiple:
-        fit = -(-tile // multiple) * multiple
-        raise BadInput(
-            f"{tile} is not a multiple of {multiple}, which this model needs; use {fit}",
-            param="--tile-size",
-        )
-    overlap = tile // 8 if overlap is None else overlap
-    if not 0 <= overlap <= tile // 2:
-        raise BadInput(
-            f"{overlap} must be between 0 and half the tile size ({tile // 2})", param="--overlap"
-        )
-    return tile, overlap
+    return ckpt, attach(model_from_checkpoint(ckpt), ckpt)
 
 
 def predict_array(
@@ -136,13 +126,13 @@ def predict_array(
     height, width = image.shape[1:]
     multiple = int(getattr(model, "size_multiple", 1))
     default = ckpt.get("tile_size") or -(-max(height, width) // multiple) * multiple
-    tile, overlap = check_grid(tile_size or int(default), overlap, multiple)
+    grid = TileGrid.for_prediction(tile_size or int(default), overlap, multiple)
     dev = resolve_device(device)
     model = model.to(dev).eval()
     n_classes = int(model.n_clusters[head])
-    (block,) = plan_blocks(height, width, tile=tile, overlap=overlap, block=max(height, width) * 2)
+    (block,) = grid.blocks(height, width, block=max(height, width) * 2)
     segment = segmenter(model, head=head, device=dev, tta=tta)
     return blend_block(
-        block, image, segment, tile=tile, overlap=overlap, batch_size=batch_size,
+        block, image, segment, tile=grid.size, overlap=grid.overlap, batch_size=batch_size,
         n_classes=n_classes, valid=valid, norm=norm,
     )  # fmt: skip

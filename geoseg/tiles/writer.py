@@ -48,7 +48,7 @@ from geoseg.io.layouts import LabelReader, Scene, find_scenes, label_classes
 from geoseg.io.rasters import StackReader, check_readable
 from geoseg.lock import locked_output
 from geoseg.paths import check_output, remove
-from geoseg.tiles.grid import tile_starts, tile_windows
+from geoseg.tiles.grid import TileGrid, tile_starts, tile_windows
 from geoseg.tiles.store import TileStore, is_url, open_store
 
 log = logging.getLogger(__name__)
@@ -399,8 +399,8 @@ def tile(
     output: str | Path,
     *,
     bands: str | Sequence[int | str] | None = None,
-    tile_size: int = 256,
-    overlap: int = 32,
+    tile_size: int | None = None,
+    overlap: int | None = None,
     labels: str | Path | None = None,
     min_valid: float = 0.0,
     nodata: float | str | None = None,
@@ -414,8 +414,8 @@ def tile(
         inputs: raster files, folders or dataset roots (see :mod:`geoseg.io.layouts`).
         output: a local path or any fsspec URL (``memory://``, ``s3://``) of the store.
         bands: band selection (see :func:`geoseg.io.bands.resolve_bands`); all bands by default.
-        tile_size: tile edge in pixels.
-        overlap: pixels shared by neighbouring tiles.
+        tile_size: tile edge in pixels (default 256, :class:`~geoseg.tiles.grid.TileGrid`).
+        overlap: pixels shared by neighbouring tiles (default 32, a quarter of tiles < 128).
         labels: a vector or raster labels file for every input (layouts may bring their own).
         min_valid: skip tiles whose valid fraction is below this (0 keeps every tile).
         nodata: override the sources' nodata (``"none"`` ignores it).
@@ -430,6 +430,8 @@ def tile(
     Raises:
         BadInput: unreadable inputs, bad bands/sizes, or an existing output without overwrite.
     """
+    grid = TileGrid.for_tiling(tile_size, overlap)
+    tile_size, overlap = grid.size, grid.overlap
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     if not 0.0 <= min_valid <= 1.0:
