@@ -130,14 +130,23 @@ def pixel_size_m(image: Path) -> float:
 
 
 def valid_pixels(image: Path, bands: list[int]) -> np.ndarray:
-    """Pixels with data: not every selected band equal to the declared nodata (geoseg's rule)."""
+    """Pixels with data: not every selected band equal to the declared nodata (geoseg's rule).
+
+    Read in strips of rows, so a large multiband scene never sits in memory whole.
+    """
     import rasterio
+    from rasterio.windows import Window
 
     with rasterio.open(image) as src:
+        valid = np.ones((src.height, src.width), bool)
         if src.nodata is None:
-            return np.ones((src.height, src.width), bool)
-        data = src.read(bands)
-        return ~np.all(data == src.nodata, axis=0)
+            return valid
+        step = max(1, 2**24 // max(1, src.width * len(bands)))
+        for row in range(0, src.height, step):
+            h = min(step, src.height - row)
+            data = src.read(bands, window=Window(0, row, src.width, h))
+            valid[row : row + h] = ~np.all(data == src.nodata, axis=0)
+        return valid
 
 
 # --- truth -----------------------------------------------------------------------------------
@@ -204,11 +213,14 @@ def mask_from_raster(truth: Path, image: Path, flt: tuple[str, str] | None, same
     with rasterio.open(image) as img:
         shape, transform, crs = (img.height, img.width), img.transform, img.crs
     with _open(truth, "TRUTH") as src:
-        if src.crs is None and not same_grid:
+        if src.crs is None and not same_grid and (src.height, src.width) != shape:
             raise BadArgument(
-                f"{truth} has no CRS while IMAGE has one; give a georeferenced mask or polygons",
+                f"{truth} has no CRS and is not the size of IMAGE; give a georeferenced mask "
+                "or polygons",
                 "TRUTH",
             )
+        if src.crs is None and not same_grid:
+            log.warning("%s has no CRS; reading it on IMAGE's grid (same size)", truth)
         if src.crs is None or same_grid:
             if (src.height, src.width) != shape:
                 raise BadArgument(
@@ -325,7 +337,7 @@ def polygons_from_vector(truth: Path, image: Path, flt, georeferenced: bool):
         gdf = gdf.set_crs(crs)
     else:
         gdf = gdf.to_crs(crs)
-    geoms = shapely.make_valid(gdf.geometry.values.to_numpy())
+    geoms = shapely.make_valid(shapely.force_2d(gdf.geometry.values.to_numpy()))
     geoms = shapely.intersection(geoms, box(*bounds))
     # keep the polygonal part of each clipped geometry (clipping can leave lines and points)
     polys = []

@@ -332,3 +332,26 @@ def test_report_section_and_chart(tmp_path):
     assert body.count(report.START) == 1 and "kept" in body and "| a | X |" in body
     report.chart(rows, ["kmeans", "rf"], tmp_path / "f1.png")
     assert Image.open(tmp_path / "f1.png").size[0] >= 620
+
+
+def test_mask_on_another_grid_is_resampled(bt, fixtures, tmp_path):
+    """A mask at twice the pixel size (same CRS and origin) lands on the image grid, nearest."""
+    coarse = np.zeros((48, 64), np.uint8)
+    coarse[10:20, 30:40] = 1
+    with rasterio.open(fixtures["rgbn"]) as src:
+        crs, t = src.crs, src.transform
+    path = tmp_path / "coarse.tif"
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=64,
+        height=48,
+        count=1,
+        dtype="uint8",
+        crs=crs,
+        transform=t * t.scale(2, 2),
+    ) as dst:
+        dst.write(coarse, 1)
+    scene = bt.stage(fixtures["rgbn"], path, tmp_path / "s", bands=[1, 2, 3, 4])
+    assert np.array_equal(scene.mask, np.kron(coarse, np.ones((2, 2), np.uint8)))
