@@ -122,6 +122,7 @@ def read(path) -> np.ndarray:
 
 def train_kmeans(inputs, workdir: Path, *tile_args, k: int = 4, tile_size: int = 64) -> Path:
     """Tile ``inputs`` and fit k-means on them through the CLI; the run's best.pt."""
+    workdir.mkdir(parents=True, exist_ok=True)
     store = workdir / "store.zarr"
     r = geoseg("tile", *inputs, "-o", store, "--tile-size", tile_size, "--overlap", 16, *tile_args)
     assert r.code == 0, r.err

@@ -157,3 +157,14 @@ def test_band_count_mismatch_names_what_to_pass(rgbn_model, fixture_pixels, tmp_
     two = write_raster(tmp_path / "two.tif", fixture_pixels[:2].copy())
     r = geoseg("predict", two, "-m", rgbn_model, "-o", tmp_path / "out")
     assert_refused(r, "red,green,blue,nir")
+
+
+def test_nir_that_gdal_tagged_alpha_is_still_nir(rgbn_model, tmp_path):
+    """Real trap (NAIP sample): GDAL tags the 4th band of a plain 4-band uint8 GeoTIFF as
+    Alpha. Graded values are data, not transparency: named nir, and the RGBN model reads it.
+    """
+    naip = CROPS / "naip_rgbn_uint8.tif"
+    info = geoseg("info", naip, "--json", "--no-stats")
+    assert [b["name"] for b in json.loads(info.out)["bands"]] == ["red", "green", "blue", "nir"]
+    r = geoseg("predict", naip, "-m", rgbn_model, "-o", tmp_path / "out")
+    assert r.code == 0, r.err

@@ -58,8 +58,23 @@ def file_band_labels(src: Any) -> tuple[str | None, ...]:
         return descriptions
     colours = [_COLOUR_NAMES.get(getattr(c, "name", str(c)).lower()) for c in src.colorinterp]
     if all(colours) and len(set(colours)) == len(colours):
+        if "alpha" in colours and not _is_mask(src, colours.index("alpha") + 1):
+            # GDAL tags the 4th band of any 4-band uint8 GeoTIFF written without options
+            # as Alpha (the NAIP sample): a band of graded values is data, not transparency
+            return descriptions
         return tuple(colours)
     return descriptions
+
+
+def _is_mask(src: Any, band: int) -> bool:
+    """Whether a band holds only 0 and its dtype's maximum (a real alpha), on a decimated
+    sample (nearest neighbour, at most 256 x 256 reads)."""
+    from rasterio.enums import Resampling
+
+    shape = (min(256, src.height), min(256, src.width))
+    sample = src.read(band, out_shape=shape, resampling=Resampling.nearest)
+    top = np.iinfo(sample.dtype).max if sample.dtype.kind in "ui" else 1
+    return bool(np.isin(sample, (0, top)).all())
 
 
 def band_names(descriptions: Sequence[str | None]) -> list[str]:

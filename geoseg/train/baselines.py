@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from geoseg.config import TrainConfig
+from geoseg.errors import BadInput
 from geoseg.models.baselines import KanezakiNet, KMeansSegmenter
 from geoseg.train.data import CropSampler
 from geoseg.train.monitor import MetricsLog
@@ -34,7 +35,15 @@ def fit_baseline(
         # at most ~256 tiles spread over the store: enough pixels, bounded memory
         picks = sampler.tiles[:: max(1, sampler.tiles.size // 256)]
         tiles = ((d["image"], d["valid"]) for d in map(sampler.tile, picks))
-        model.fit(sample_features(model, tiles, cfg.baseline.samples, seed=cfg.seed), seed=cfg.seed)
+        pixels = sample_features(model, tiles, cfg.baseline.samples, seed=cfg.seed)
+        k = int(model.n_clusters[0])
+        if pixels.shape[0] < k:  # scikit-learn's message names neither the store nor the fix
+            raise BadInput(
+                f"{sampler.store.url} has {pixels.shape[0]} valid pixel(s) but k-means needs at "
+                f"least n_clusters={k}; tile a larger image or pass --set n_clusters=<fewer>",
+                param="STORE",
+            )
+        model.fit(pixels, seed=cfg.seed)
         return 0
 
     def batches(step: int):

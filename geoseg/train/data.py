@@ -93,9 +93,11 @@ class CropSampler:
         rng = step_generator(self.seed, step, stream, self.rank)
         crops = [self._crop(rng) for _ in range(self.batch_size)]
         image = np.stack([self._normalize(im.astype(np.float32), self.stats) for im, _, _ in crops])
-        # invalid pixels become 0 (the band mean once normalised), so padding carries no signal
-        valid = np.stack([v for _, v, _ in crops])
-        image = image * valid[:, None]
+        # invalid pixels become 0 (the band mean once normalised), so padding carries no signal;
+        # a select, not a product: NaN * 0 is NaN. Non-finite pixels of stores written before
+        # NaN counted as nodata are invalid too, so no NaN ever reaches a loss.
+        valid = np.stack([v for _, v, _ in crops]) & np.isfinite(image).all(axis=1)
+        image = np.where(valid[:, None], image, np.float32(0))
         label = np.stack([lb for _, _, lb in crops]) if self.has_labels else None
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
@@ -107,7 +109,9 @@ class CropSampler:
         """Whole tile ``i`` normalised (for quicklooks and baselines): image (C,T,T), valid, raw."""
         data = self.store.read(i)
         raw = data["image"]
-        image = self._normalize(raw.astype(np.float32), self.stats) * data["valid"][None]
+        image = self._normalize(raw.astype(np.float32), self.stats)
+        data["valid"] = data["valid"] & np.isfinite(image).all(axis=0)
+        image = np.where(data["valid"][None], image, np.float32(0))
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
             "valid": torch.from_numpy(data["valid"]),

@@ -28,7 +28,7 @@ import yaml
 from geoseg import __version__
 from geoseg.checkpoint import build_from_spec, load_checkpoint, save_checkpoint
 from geoseg.config import TrainConfig, load_config, to_dict
-from geoseg.errors import BadInput
+from geoseg.errors import BadInput, GeoSegError
 from geoseg.paths import atomic_output, check_input, check_output, remove
 from geoseg.progress import progress
 from geoseg.progress import set_enabled as set_progress
@@ -38,6 +38,7 @@ from geoseg.train.distributed import setup, wrap
 from geoseg.train.evaluation import evaluate
 from geoseg.train.methods import BASELINES, method_for, model_spec
 from geoseg.train.monitor import MetricsLog, quicklook
+from geoseg.train.rundir import check_run_output, swap_in, work_folder
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ def snapshot(
         "rng_state": rng_state(),
         "bands": [int(b) for b in store.bands],
         "band_names": list(store.band_names),
+        # the band contract (docs/reliability.md): predict refuses other pixel types and
+        # matches unnamed bands only on rasters with the training band count
+        "dtype": str(store.image.dtype),
+        "band_count": int(store.sources[0]["count"]) if store.sources else len(store.bands),
         "norm": {
             k: [float(v) for v in np.asarray(store.stats[k])] for k in ("mean", "std", "p2", "p98")
         },
@@ -101,6 +106,58 @@ def snapshot(
 
 
 def train(
+    store: Any,
+    output: str | Path,
+    *,
+    config: str | Path | dict | TrainConfig | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+    method: str | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    overwrite: bool = False,
+) -> Path:
+    """Train (or fit a baseline) on ``store`` into the run folder ``output`` (see :func:`_run`).
+
+    ``overwrite`` replaces an existing run only on success: the new run is written beside it
+    and swapped in at the end, so a failed or interrupted retrain leaves the old run as it was
+    (:mod:`geoseg.train.rundir`).
+    """
+    output = Path(output)
+    check_run_output(output, store, overwrite=overwrite, resume=resume)
+    work = work_folder(output, overwrite=overwrite, resume=resume)
+    try:
+        best = _run(store, work, config=config, overrides=overrides, method=method,
+                    resume=resume, device=device, overwrite=overwrite)  # fmt: skip
+    except BaseException:
+        if work != output:
+            remove(work)
+        raise
+    swap_in(work, output)
+    return output / best.name
+
+
+class Diverged(GeoSegError):
+    """Training produced a non-finite loss or weights (exit 1); the last good checkpoint stays."""
+
+
+def _finite(value: float, what: str, step: int, output: Path, saved: int | None) -> None:
+    """Stop with one clear line instead of training on NaN (and never save NaN weights)."""
+    if math.isfinite(value):
+        return
+    kept = f"{output / 'last.pt'} keeps step {saved}" if saved is not None else "no checkpoint kept"
+    raise Diverged(
+        f"training stopped at step {step}: non-finite {what} ({value}); {kept}. Lower "
+        "optim.lr, or check the store for NaN/inf pixels (geoseg info STORE)"
+    )
+
+
+def _weights_finite(model) -> float:
+    """0.0 when every weight is finite, else NaN (one reduction, at checkpoint time only)."""
+    bad = any(not torch.isfinite(p).all() for p in model.parameters())
+    return math.nan if bad else 0.0
+
+
+def _run(
     store: Any,
     output: str | Path,
     *,
@@ -192,11 +249,11 @@ def train(
     )
     amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    step, best_loss, resumed_at = 0, math.inf, None
+    step, best_loss, resumed_at, saved = 0, math.inf, None, None
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state"])
         optimizer.load_state_dict(ckpt["optimizer_state"])
-        step = resumed_at = int(ckpt["step"])
+        step = resumed_at = saved = int(ckpt["step"])
         best_loss = ckpt["best_loss"] if ckpt["best_loss"] is not None else math.inf
         set_rng_state(ckpt["rng_state"])
         if amp and ckpt.get("scaler_state"):
@@ -223,15 +280,19 @@ def train(
             model.select_sub_heads(best_subs)
             for row in rows:
                 metrics.write(**row)
+            _finite(rows[0]["loss"], "evaluation loss", step, output, saved)
+            _finite(_weights_finite(model), "weights", step, output, saved)
             if rows[0]["loss"] < best_loss:
                 best_loss = rows[0]["loss"]
                 save_checkpoint(
                     snapshot(model, None, cfg, sampler, step, best_loss), output / "best.pt"
                 )
         if dist.main and (last or (step > 0 and step % sch.checkpoint_every == 0)):
+            _finite(_weights_finite(model), "weights", step, output, saved)
             ckpt = snapshot(model, optimizer, cfg, sampler, step, best_loss)
             # the loss scale of mixed precision is training state too (plain floats and ints)
             save_checkpoint({**ckpt, "scaler_state": scaler.state_dict()}, output / "last.pt")
+            saved = step
         if last:
             break
 
@@ -257,6 +318,8 @@ def train(
         # log
         bar.update(1)
         if dist.main and step % sch.log_every == 0:
+            # (checked where the loss is read anyway: no extra GPU sync per step)
+            _finite(float(loss.detach()), "training loss", step, output, saved)
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", head=model.head_names[head])
             metrics.write(
                 step=step, split="train", head=model.head_names[head], loss=float(loss.detach())
