@@ -99,7 +99,12 @@ def run_tasks(
             if key in keys:
                 bar.update(1)
 
-    get = "sync" if scheduler == "sync" else "threads"
+    # the scheduler functions themselves, not their names: a name makes dask import
+    # distributed to look for a client (about a second of CPU per command)
+    import dask.local
+    import dask.threaded
+
+    get = dask.local.get_sync if scheduler == "sync" else dask.threaded.get
     try:
         with _Bar():
             out = dask.compute(*tasks, scheduler=get, num_workers=num_workers)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Sequence
@@ -100,7 +101,11 @@ def _histogram(values: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndar
     memory of merging them, stays bounded (< 2**20) whatever the scene size; their statistics
     are then within 0.05 % (relative) of the exact ones.
     """
-    if dtype.kind in "ui" and dtype.itemsize <= 2:
+    if dtype.kind == "u" and dtype.itemsize <= 2:  # bincount takes them as they are
+        counts = np.bincount(values.ravel(), minlength=1)
+        nz = np.nonzero(counts)[0]
+        return nz, counts[nz]
+    if dtype.kind == "i" and dtype.itemsize <= 2:
         offset = -int(np.iinfo(dtype).min)
         counts = np.bincount(values.astype(np.int64) + offset, minlength=1)
         nz = np.nonzero(counts)[0]
@@ -154,6 +159,22 @@ GROUP_COLS = 8192
 #: strips per lane: a lane is a chain of strip tasks, each handing the rows its successor
 #: shares (the tile overlap) over, so no source block is read twice inside a lane
 LANE_STRIPS = 8
+
+
+def _image_codec():
+    """The image chunks' compressor (zarr is imported here: a heavy import): zstd at level 1
+    inside Blosc, byte-shuffled.
+
+    Compressing the tiles is the largest cost of tiling (the overlaps make them 1.3x the
+    scene). Measured on the real samples against zarr's default (plain zstd, level 3): the
+    same size (ratio 1.48 vs 1.54 on NAIP 4-band uint8, 1.60 vs 1.37 on Atlanta uint16
+    thanks to the shuffle), 2-3x faster to write and as fast to read. The arrays are the same;
+    only the chunk encoding differs (any zarr v3 reader decodes Blosc).
+    """
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+
 
 _readers = threading.local()
 _done_lock = threading.Lock()
@@ -282,8 +303,10 @@ def _strip(job: dict, strip: _Strip, carry, write: bool) -> tuple[dict, tuple]:
     # statistics: every owned pixel once, over the rows and columns this strip owns
     (o0, o1), (p0, p1) = strip.own_rows, strip.own_cols
     own_valid = valid[o0 - start : o1 - start, p0 - c0 : p1 - c0]
+    every = bool(own_valid.all())  # the usual case: no mask to apply (saves a copy per band)
+    owned = data[:, o0 - start : o1 - start, p0 - c0 : p1 - c0]
     hists = [
-        _histogram(data[b, o0 - start : o1 - start, p0 - c0 : p1 - c0][own_valid], data.dtype)
+        _histogram(owned[b] if every else owned[b][own_valid], data.dtype)
         for b in range(len(bands))
     ]
     counts = [
@@ -312,6 +335,8 @@ def _write_tiles(job, strip: _Strip, scene: Scene, reader, data, valid, start: i
     label_reader = None
     if label_arr is not None:
         label_reader = LabelReader(scene.label, reader.src, job["labels"])
+    image, valid_arr = _Chunks(image), _Chunks(valid_arr)
+    label_arr = None if label_arr is None else _Chunks(label_arr)
     written = []
     try:
         for r, row_index in zip(strip.rows, strip.index, strict=True):
@@ -319,12 +344,10 @@ def _write_tiles(job, strip: _Strip, scene: Scene, reader, data, valid, start: i
             for run in _runs([(c, i) for c, i in targets if i >= 0]):
                 i0 = run[0][1]
                 sl = [(slice(r - start, r - start + t), slice(c - c0, c - c0 + t)) for c, _ in run]
-                image[i0 : i0 + len(run)] = np.stack([data[:, a, b] for a, b in sl])
-                valid_arr[i0 : i0 + len(run)] = np.stack([valid[a, b] for a, b in sl])
-                if label_reader is not None:
-                    label_arr[i0 : i0 + len(run)] = np.stack(
-                        [label_reader.read(Window(c, r, t, t)) for c, _ in run]
-                    )
+                image.put(i0, [data[:, a, b] for a, b in sl])
+                valid_arr.put(i0, [valid[a, b] for a, b in sl])
+                if label_arr is not None:
+                    label_arr.put(i0, [label_reader.read(Window(c, r, t, t)) for c, _ in run])
                 written.append((i0, i0 + len(run)))
     finally:
         if label_reader is not None:
@@ -333,6 +356,80 @@ def _write_tiles(job, strip: _Strip, scene: Scene, reader, data, valid, start: i
     with _done_lock:  # flags share chunks across strips; a lost flag would only redo a strip
         for i0, i1 in written:
             done[i0:i1] = True
+
+
+class _Chunks:
+    """Whole tile chunks of one zarr array, written straight into a local store.
+
+    zarr's ``__setitem__`` spends about 2 ms of CPU per chunk in selection and asyncio
+    machinery (measured: as much as GDAL decoding the source pixels); a tile is exactly one
+    chunk, so the chunk file can be encoded with the array's own codecs and written at once.
+    Chunks equal to the fill value are not stored (their file is removed), as zarr does.
+    Stores that are not local folders (``memory://``, ``s3://``) go through zarr.
+    """
+
+    def __init__(self, array):
+        from zarr.storage import LocalStore
+
+        self.array = array
+        store = array.store_path.store
+        self.root = Path(store.root) / array.path if isinstance(store, LocalStore) else None
+        self.encode = _encoder(array.metadata)
+        self.fill = array.fill_value
+        self.made: set[Path] = set()
+
+    def _folders(self, folder: Path) -> None:
+        """Create ``folder`` top-down, one ``mkdir`` per level not made yet (a tile's chunk
+        key is a fresh chain of folders, ``c/<i>/0/0``: no failed calls, no stat)."""
+        chain = []
+        while folder != self.root and folder not in self.made:
+            chain.append(folder)
+            folder = folder.parent
+        for f in reversed(chain):
+            f.mkdir(exist_ok=True)
+            self.made.add(f)
+
+    def put(self, first: int, chunks: list[np.ndarray]) -> None:
+        """Write ``chunks`` (each one tile: the array's chunk shape minus its first axis)
+        at indices ``first, first + 1, ...``."""
+        if self.root is None or self.encode is None:
+            self.array[first : first + len(chunks)] = np.stack(chunks)
+            return
+        dtype = self.array.dtype
+        for k, chunk in enumerate(chunks):
+            key = self.array.metadata.encode_chunk_key((first + k,) + (0,) * chunk.ndim)
+            path = self.root / key
+            empty = (chunk == self.fill).all() if self.fill else not chunk.any()
+            if empty:
+                path.unlink(missing_ok=True)
+                continue
+            self._folders(path.parent)
+            path.write_bytes(self.encode(np.ascontiguousarray(chunk, dtype=dtype)))
+
+
+def _encoder(metadata):
+    """``bytes = encode(chunk)`` equal to the array's zarr codecs (C-order bytes, then one
+    Blosc or Zstd compressor), or ``None`` for any other codec chain."""
+    import numcodecs
+    from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
+
+    codecs = getattr(metadata, "codecs", ())
+    if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec):
+        return None
+    endian = codecs[0].endian
+    if endian is not None and endian.value != sys.byteorder:
+        return None
+    codec = codecs[1]
+    if isinstance(codec, ZstdCodec):
+        compressor = numcodecs.Zstd(level=codec.level, checksum=codec.checksum)
+    elif isinstance(codec, BloscCodec):
+        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[codec.shuffle.value]
+        compressor = numcodecs.Blosc(
+            cname=codec.cname.value, clevel=codec.clevel, shuffle=shuffle, blocksize=codec.blocksize
+        )
+    else:
+        return None
+    return lambda chunk: compressor.encode(chunk)
 
 
 def _fill_counts(n_valid: np.ndarray, summaries: list[dict]) -> None:
@@ -635,10 +732,22 @@ def _open_or_create(url: str, attrs: dict, origin: np.ndarray, n_bands: int, dty
             check_unchanged(group.attrs.get("fingerprints"), attrs["fingerprints"])
             return group
     group = zarr.open_group(url, mode="w")
-    group.create_array("image", shape=(n, n_bands, t, t), chunks=(1, n_bands, t, t), dtype=dtype)
-    group.create_array("valid", shape=(n, t, t), chunks=(1, t, t), dtype=bool)
+    shape, chunks = (n, n_bands, t, t), (1, n_bands, t, t)
+    # one tile per chunk, each chunk a file named c.<i>.0.0.0 beside the others: zarr's "/"
+    # keys make a chain of 3 folders per tile, and creating them cost as much CPU as
+    # compressing the tile (measured: 0.46 ms per mkdir)
+    flat = {"name": "default", "separator": "."}
+    codec = _image_codec()
+    group.create_array(
+        "image", shape=shape, chunks=chunks, dtype=dtype, compressors=codec, chunk_key_encoding=flat
+    )
+    group.create_array(
+        "valid", shape=(n, t, t), chunks=(1, t, t), dtype=bool, chunk_key_encoding=flat
+    )
     if "label_classes" in attrs:
-        group.create_array("label", shape=(n, t, t), chunks=(1, t, t), dtype="uint8")
+        group.create_array(
+            "label", shape=(n, t, t), chunks=(1, t, t), dtype="uint8", chunk_key_encoding=flat
+        )
     group.create_array("origin", shape=(n, 4), chunks=(max(n, 1), 4), dtype="int64")
     group.create_array("done", shape=(n,), chunks=(BATCH,), dtype=bool, fill_value=False)
     group["origin"][:] = origin
