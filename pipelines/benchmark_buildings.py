@@ -32,8 +32,9 @@ on 100,000 sampled pixels; Kanezaki 32 response channels, batch 8, at most 100 s
 once its last batches use ≤ 6 clusters, typically after 20-30); IIC and AC 200 steps at
 configs/cpu_smoke.yaml's settings (batch 4 of 64 px crops, 6 + 12 clusters, VGG trunk at 1/8
 width / AC net of 16 channels); ``rf`` 50 trees on at most 30,000 labelled pixels per draw;
-``default`` for now Kanezaki's training (shared, not retrained, when both run) named
-one-to-one. Measured: all six on one scene in ≤ 15 minutes on 2 cores (docs/results.md).
+``default`` is whatever its marked METHODS entry holds (a training identical to another
+entry's is shared, not repeated, when both run). Measured: all six on one scene in ≤ 15
+minutes on 2 cores (docs/results.md).
 
 Output: one JSON object per method (printed as one line, and ``DIR/<method>.json``) with the
 mean and per-draw ``f1, precision, recall, iou, tp, fp, fn``, train/map/predict seconds, the
@@ -147,6 +148,25 @@ def commit() -> str:
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     )
     return out.stdout.strip() or "?"
+
+
+def spec_of(name: str) -> dict[str, Any]:
+    """What a method's numbers depend on (JSON-able): its METHODS entry, or for ``rf`` the
+    forest settings and default's polygon clean-up. Cached results with another spec are stale."""
+    if name == "rf":
+        import rf_peer
+
+        return json.loads(
+            json.dumps(
+                {
+                    "forest": rf_peer.FOREST,
+                    "scales": rf_peer.SCALES,
+                    "max_samples": rf_peer.MAX_SAMPLES,
+                    "polygons": METHODS["default"].get("predict", {}).get("polygons", {}),
+                }
+            )
+        )
+    return json.loads(json.dumps({**METHODS[name], "common": COMMON}))
 
 
 def polygons_kwargs(spec: dict[str, Any], scene: bt.Scene) -> dict[str, Any]:
@@ -583,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in methods:
         rec: dict[str, Any] = {
             "method": name,
+            "spec": spec_of(name),
             **copy.deepcopy(base),
             "load_avg": round(os.getloadavg()[0], 2),
         }

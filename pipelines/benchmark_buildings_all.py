@@ -6,7 +6,8 @@ runs ``pipelines/benchmark_buildings.py`` (one subprocess per scene, the same co
 runs on a held-out scene) on each scene below, then rewrites the section between
 ``<!-- building-benchmark:start -->`` and ``<!-- building-benchmark:end -->`` of
 docs/results.md and the chart docs/buildings_f1.png. Each scene × method result is cached as
-``<out>/<scene>/<method>.json``: a rerun only does what is missing (``--redo`` recomputes,
+``<out>/<scene>/<method>.json``: a rerun only does what is missing or stale (run with another
+METHODS entry than the current one, e.g. after ``default`` changed; ``--redo`` recomputes,
 ``--report-only`` only rebuilds the section and chart). ``--scenes`` / ``--methods`` pick a
 subset.
 
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_buildings import ALL_METHODS  # noqa: E402
+from benchmark_buildings import ALL_METHODS, spec_of  # noqa: E402
 
 log = logging.getLogger("benchmark_buildings_all")
 
@@ -176,10 +177,18 @@ def _rio_mosaic(folder: Path) -> None:
 # --- running ----------------------------------------------------------------------------------
 
 
+def stale(path: Path, method: str) -> bool:
+    """A result to (re)compute: missing, or run with another spec than the method's current one
+    (e.g. the ``default`` entry changed since)."""
+    if not path.exists():
+        return True
+    return json.loads(path.read_text()).get("spec") != spec_of(method)
+
+
 def run_scene(name: str, methods: list[str], out: Path, redo: bool) -> bool:
     """Run benchmark_buildings.py on one scene for the methods not cached; True when it ran ok."""
     folder = out / name
-    todo = [m for m in methods if redo or not (folder / f"{m}.json").exists()]
+    todo = [m for m in methods if redo or stale(folder / f"{m}.json", m)]
     if not todo:
         log.info("%s: cached (%s)", name, ", ".join(methods))
         return True
