@@ -60,8 +60,8 @@ def make_checkpoint(sample: Path, path: Path, *, method: str, tile: int, width: 
     ``iic``: VGG trunk of ``width``; ``kmeans``: centroids = 6 random normalised sample pixels
     (so nearly all the time is the pipeline itself, not the network).
     """
-    from geoseg.checkpoint import build_from_spec, save_checkpoint
-    from geoseg.io.bands import normalize
+    from geoseg.checkpoint import Checkpoint, build_from_spec
+    from geoseg.io.bands import BandSpec, normalize
 
     with rasterio.open(sample) as src:
         data = src.read().reshape(src.count, -1).astype(np.float64)
@@ -76,14 +76,8 @@ def make_checkpoint(sample: Path, path: Path, *, method: str, tile: int, width: 
         pick = np.random.default_rng(0).choice(data.shape[1], 6, replace=False)
         centroids = normalize(data[:, pick].T[:, :, None, None], norm)[:, :, 0, 0]
         net.centroids.copy_(torch.from_numpy(np.asarray(centroids, np.float32)))
-    ckpt = dict(
-        geoseg_version="bench", method=method, config={}, model=spec,
-        model_state=net.state_dict(), optimizer_state=None, step=0, epoch=0, rng_state=None,
-        bands=[1, 2, 3, 4], band_names=["red", "green", "blue", "nir"], norm=norm,
-        n_clusters=[6], head_names=list(net.head_names), head=0, tile_size=tile,
-        mapping=None, best_loss=None,
-    )  # fmt: skip
-    return save_checkpoint(ckpt, path)
+    bands = BandSpec.of([1, 2, 3, 4], ["red", "green", "blue", "nir"], norm)
+    return Checkpoint.new(net, method=method, spec=spec, bands=bands, crop_size=tile).save(path)
 
 
 def peak_rss(cmd: list[str], interval: float = 0.05) -> tuple[float, float, str]:

@@ -12,11 +12,12 @@ from make_fixtures import _COLOURS, BUILDING, ROAD, SOIL, VEGETATION
 from rasterio.features import shapes
 from shapely.geometry import shape
 
-from geoseg.checkpoint import build_from_spec, load_checkpoint, save_checkpoint
+from geoseg.checkpoint import Checkpoint, build_from_spec
 from geoseg.cli import group
 from geoseg.errors import BadInput, GeoSegError
 from geoseg.evaluate import evaluate, fit_mapping, mapping_from_confusion
 from geoseg.evaluate.mapping import NoClassFound, choose, mapping_record
+from geoseg.io.bands import BandSpec
 from geoseg.predict.raster import predict
 
 #: k-means centroids (raw uint8 colours, identity normalisation): a permutation of the
@@ -42,15 +43,12 @@ def kmeans_checkpoint(path, *, tile=32, mapping=None, centroids=CENTROIDS):
             "n_clusters": [len(centroids)]}  # fmt: skip
     net = build_from_spec(spec)
     net.centroids.copy_(torch.tensor(centroids, dtype=torch.float32))
-    ckpt = dict(
-        geoseg_version="test", method="kmeans", config={}, model=spec,
-        model_state=net.state_dict(), optimizer_state=None, step=0, epoch=0, rng_state=None,
-        bands=[1, 2, 3, 4], band_names=["red", "green", "blue", "nir"],
-        norm={"mean": [0.0] * 4, "std": [1.0] * 4, "p2": [0.0] * 4, "p98": [255.0] * 4},
-        n_clusters=[len(centroids)], head_names=["main"], head=0, tile_size=tile,
-        mapping=mapping, best_loss=None,
-    )  # fmt: skip
-    return save_checkpoint(ckpt, path)
+    norm = {"mean": [0.0] * 4, "std": [1.0] * 4, "p2": [0.0] * 4, "p98": [255.0] * 4}
+    bands = BandSpec.of([1, 2, 3, 4], ["red", "green", "blue", "nir"], norm)
+    ckpt = Checkpoint.new(
+        net, method="kmeans", spec=spec, bands=bands, crop_size=tile, mapping=mapping
+    )
+    return ckpt.save(path)
 
 
 @pytest.fixture
@@ -97,13 +95,13 @@ def test_majority_mapping_from_building_polygons(fixtures, building_labels, tmp_
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
     out = tmp_path / "mapped.pt"
     result = fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], output=out)
-    mapping = load_checkpoint(out)["mapping"]
+    mapping = Checkpoint.load(out)["mapping"]
     assert mapping == result["mapping"]
     # both building-coloured clusters, nothing else; background is not stored
     assert mapping["classes"] == {"building": [1, 4]}
     assert mapping["class_ids"] == {"building": 1} and mapping["method"] == "majority"
     assert result["accuracy"] > 0.95
-    assert load_checkpoint(ckpt_path)["mapping"] is None  # -o leaves the input alone
+    assert Checkpoint.load(ckpt_path)["mapping"] is None  # -o leaves the input alone
 
 
 def test_hungarian_keeps_one_cluster_per_class(fixtures, building_labels, tmp_path):
@@ -111,7 +109,7 @@ def test_hungarian_keeps_one_cluster_per_class(fixtures, building_labels, tmp_pa
     result = fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"],
                          method="hungarian")  # fmt: skip
     assert result["mapping"]["classes"] == {"building": [1]}
-    assert load_checkpoint(ckpt_path)["mapping"]["method"] == "hungarian"  # in place
+    assert Checkpoint.load(ckpt_path)["mapping"]["method"] == "hungarian"  # in place
 
 
 def test_label_budget_limits_tiles(fixtures, tmp_path):
@@ -167,7 +165,7 @@ def test_no_cluster_mostly_building_is_a_runtime_error_not_bad_input(
     with pytest.raises(NoClassFound, match="mostly a named class") as info:
         fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"])
     assert info.value.exit_code == 1
-    assert load_checkpoint(ckpt_path)["mapping"] is None  # nothing written
+    assert Checkpoint.load(ckpt_path)["mapping"] is None  # nothing written
 
 
 def test_existing_mapping_needs_overwrite(fixtures, building_labels, tmp_path):
@@ -177,7 +175,7 @@ def test_existing_mapping_needs_overwrite(fixtures, building_labels, tmp_path):
         fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"])
     fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], overwrite=True,
                 method="hungarian")  # fmt: skip
-    assert load_checkpoint(ckpt_path)["mapping"]["method"] == "hungarian"
+    assert Checkpoint.load(ckpt_path)["mapping"]["method"] == "hungarian"
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,10 @@ import torch
 from click.testing import CliRunner
 from make_fixtures import synthetic_scene
 
-from geoseg.checkpoint import build_from_spec, save_checkpoint
+from geoseg.checkpoint import Checkpoint, build_from_spec
 from geoseg.cli import group, main
 from geoseg.errors import BadInput, OutputExists
+from geoseg.io.bands import BandSpec
 from geoseg.predict.blend import blend_block
 from geoseg.predict.raster import predict
 from geoseg.predict.segment import predict_array
@@ -27,15 +28,12 @@ def tiny_checkpoint(path, *, bands=(1, 2, 3, 4), k=5, tile=32, seed=0, mapping=N
             "n_clusters": [k]}  # fmt: skip
     net = build_from_spec(spec)
     n = len(bands)
-    ckpt = dict(
-        geoseg_version="test", method="kanezaki", config={}, model=spec,
-        model_state=net.state_dict(), optimizer_state=None, step=0, epoch=0, rng_state=None,
-        bands=list(bands), band_names=[f"b{i}" for i in bands],
-        norm={"mean": [120.0] * n, "std": [50.0] * n, "p2": [5.0] * n, "p98": [250.0] * n},
-        n_clusters=[k], head_names=["main"], head=0, tile_size=tile, mapping=mapping,
-        best_loss=None,
-    )  # fmt: skip
-    return save_checkpoint(ckpt, path)
+    norm = {"mean": [120.0] * n, "std": [50.0] * n, "p2": [5.0] * n, "p98": [250.0] * n}
+    spec_bands = BandSpec.of(bands, [f"b{i}" for i in bands], norm)
+    ckpt = Checkpoint.new(
+        net, method="kanezaki", spec=spec, bands=spec_bands, crop_size=tile, mapping=mapping
+    )
+    return ckpt.save(path)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -311,3 +312,109 @@ def optical_bands(band_names: Sequence[str]) -> list[int]:
     if not idx:
         log.info("no optical band among %s: colour jitter disabled", list(band_names))
     return idx
+
+
+def model_input(
+    x: np.ndarray, valid: np.ndarray | None, stats: Mapping[str, Sequence[float]] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """What a model sees of source pixels: normalised float32, invalid pixels set to 0.
+
+    The one place where "invalid pixels become 0 after normalisation" is coded, for training
+    crops, predict's tiles and map's tiles alike. 0 is the band mean once normalised, so
+    padding and nodata carry no signal. A pixel with a non-finite value in ANY band is invalid
+    too (a NaN would spread through the loss and every neighbour's prediction); setting is a
+    select, never a product, because NaN * 0 is NaN.
+
+    Args:
+        x: ``(C, H, W)`` or ``(B, C, H, W)`` source pixels, any numeric dtype.
+        valid: ``(H, W)`` / ``(B, H, W)`` bool, or ``None`` when every pixel is valid.
+        stats: ``{"mean", "std", "p2", "p98"}`` per band (:func:`normalize`), or ``None`` for
+            input that is already normalised.
+
+    Returns:
+        ``(image float32 like x, valid bool)`` where ``valid`` now also excludes non-finite
+        pixels.
+    """
+    image = np.asarray(x if stats is None else normalize(x, stats), np.float32)
+    finite = np.isfinite(image).all(axis=-3)
+    valid = finite if valid is None else np.asarray(valid, bool) & finite
+    return np.where(np.expand_dims(valid, -3), image, np.float32(0)), valid
+
+
+@dataclass(frozen=True)
+class BandSpec:
+    """The bands a model was trained on, and how their pixels become model input.
+
+    One object instead of the ``bands`` / ``band_names`` / ``norm`` keys spelled out by every
+    caller: a tile store describes its bands with it, a checkpoint stores it, and predict,
+    map and training turn pixels into model input through :meth:`model_input`.
+
+    Attributes:
+        indices: 1-based band indices in the source rasters, in model order.
+        names: lower-case band names (``"red"``, ``"nir"``, ``"b5"``...), used to match a
+            raster's bands by name at predict time.
+        stats: ``{"mean", "std", "p2", "p98"}`` per band over valid training pixels.
+        dtype: source pixel type (``"uint8"``, ``"uint16"``...), or ``None`` when unknown
+            (checkpoints written before it was stored).
+    """
+
+    indices: tuple[int, ...]
+    names: tuple[str, ...]
+    stats: Mapping[str, tuple[float, ...]]
+    dtype: str | None = None
+
+    @classmethod
+    def of_store(cls, store: Any) -> BandSpec:
+        """The bands of a :class:`~geoseg.tiles.store.TileStore`."""
+        return cls.of(store.bands, store.band_names, store.stats, str(store.image.dtype))
+
+    @classmethod
+    def of_checkpoint(cls, ckpt: Mapping[str, Any]) -> BandSpec:
+        """The bands of a checkpoint dict (``bands``, ``band_names``, ``norm``, ``dtype``)."""
+        names = ckpt.get("band_names") or [f"b{b}" for b in ckpt["bands"]]
+        return cls.of(ckpt["bands"], names, ckpt["norm"], ckpt.get("dtype"))
+
+    @classmethod
+    def of(
+        cls,
+        indices: Sequence[int],
+        names: Sequence[str],
+        stats: Mapping[str, Sequence[float]],
+        dtype: str | None = None,
+    ) -> BandSpec:
+        """A spec from plain values (numpy statistics become float tuples)."""
+        keys = ("mean", "std", "p2", "p98")
+        return cls(
+            indices=tuple(int(b) for b in indices),
+            names=tuple(str(n) for n in names),
+            stats={k: tuple(float(v) for v in np.asarray(stats[k]).ravel()) for k in keys},
+            dtype=None if dtype is None else str(dtype),
+        )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        """The checkpoint keys of docs/contracts.md (plain lists: ``weights_only`` loadable)."""
+        out: dict[str, Any] = {
+            "bands": list(self.indices),
+            "band_names": list(self.names),
+            "norm": {k: list(v) for k, v in self.stats.items()},
+        }
+        if self.dtype is not None:
+            out["dtype"] = self.dtype
+        return out
+
+    def normalize(self, x: Any) -> Any:
+        """:func:`normalize` with these statistics."""
+        return normalize(x, self.stats)
+
+    def model_input(
+        self, x: np.ndarray, valid: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`model_input` with these statistics."""
+        return model_input(x, valid, self.stats)
+
+    def optical(self) -> list[int]:
+        """0-based indices of the bands colour jitter may change (:func:`optical_bands`)."""
+        return optical_bands(self.names)

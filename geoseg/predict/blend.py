@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from geoseg.io.bands import model_input
 from geoseg.tiles.grid import Block, blend_weight
 
 #: segment(x float32 (B, C, T, T)) -> probabilities float32 (B, K, T, T)
@@ -53,10 +54,8 @@ def blend_block(
         batch_size: tiles per ``segment`` call.
         n_classes: K, the number of probability channels ``segment`` returns.
         valid: (h, w) bool over the read window, or ``None`` when every pixel is valid.
-        norm: statistics for :func:`geoseg.io.bands.normalize`, or ``None``.
+        norm: statistics for :func:`geoseg.io.bands.model_input`, or ``None``.
     """
-    from geoseg.io.bands import normalize
-
     rr0, cc0 = block.read_rows[0], block.read_cols[0]
     need_h = max(r for r, _ in block.tiles) + tile - rr0
     need_w = max(c for _, c in block.tiles) + tile - cc0
@@ -82,10 +81,8 @@ def blend_block(
             (slice(r - rr0, r - rr0 + tile), slice(c - cc0, c - cc0 + tile)) for r, c in batch
         ]
         xb = np.stack([x[:, rs, cs] for rs, cs in windows])
-        xb = np.asarray(normalize(xb, norm) if norm is not None else xb, np.float32)
-        if valid is not None:
-            vb = np.stack([valid[rs, cs] for rs, cs in windows])
-            np.copyto(xb, 0, where=~vb[:, None])  # not a product: NaN nodata stays NaN
+        vb = None if valid is None else np.stack([valid[rs, cs] for rs, cs in windows])
+        xb, _ = model_input(xb, vb, norm)
         probs = segment(xb)
         for (r, c), p in zip(batch, probs, strict=True):
             # Intersection of this tile with the output window, in block and in tile coordinates.

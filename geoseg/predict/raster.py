@@ -28,7 +28,7 @@ from geoseg.errors import BadInput
 from geoseg.paths import check_output, remove, remove_stale_partials, temporary_name
 from geoseg.predict.blend import Segment, blend_block
 from geoseg.predict.segment import load_model, resolve_device, segmenter
-from geoseg.tiles.grid import Block, TileGrid
+from geoseg.tiles.grid import DEFAULT_TILE_SIZE, Block, TileGrid
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ def predict(
         model_count=ckpt.get("band_count"), explicit=bands, name=str(raster),
     )  # fmt: skip
     tiles = TileGrid.for_prediction(
-        tile_size or int(ckpt.get("tile_size") or 256),
+        tile_size or ckpt.crop_size or DEFAULT_TILE_SIZE,
         overlap,
         int(getattr(net, "size_multiple", 1)),
     )

@@ -68,17 +68,17 @@ def segmenter(model, *, head: int = 0, device: Any = "cpu", tta: bool = False) -
 # --- small in-memory images -----------------------------------------------------------------
 
 
-def load_model(model: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
-    """``(checkpoint dict, model in eval mode on CPU)`` from a path or an already loaded dict.
+def load_model(model: str | Path | Mapping[str, Any]) -> tuple[Any, Any]:
+    """``(Checkpoint, model in eval mode on CPU)`` from a path or an already loaded dict.
 
     A checkpoint with a few-label head (``geoseg map --head linear``) gives the model with that
     head appended (:func:`geoseg.heads.model.attach`), so predict treats it as one more head.
     """
-    from geoseg.checkpoint import load_checkpoint, model_from_checkpoint
+    from geoseg.checkpoint import Checkpoint
     from geoseg.heads.model import attach
 
-    ckpt = dict(model) if isinstance(model, Mapping) else load_checkpoint(model)
-    return ckpt, attach(model_from_checkpoint(ckpt), ckpt)
+    ckpt = Checkpoint(model) if isinstance(model, Mapping) else Checkpoint.load(model)
+    return ckpt, attach(ckpt.build_model(), ckpt)
 
 
 def predict_array(
@@ -125,7 +125,8 @@ def predict_array(
     head = int(ckpt.get("head", 0)) if head is None else head
     height, width = image.shape[1:]
     multiple = int(getattr(model, "size_multiple", 1))
-    default = ckpt.get("tile_size") or -(-max(height, width) // multiple) * multiple
+    crop = ckpt.crop_size if ckpt else None
+    default = crop or -(-max(height, width) // multiple) * multiple
     grid = TileGrid.for_prediction(tile_size or int(default), overlap, multiple)
     dev = resolve_device(device)
     model = model.to(dev).eval()

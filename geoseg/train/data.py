@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from geoseg.errors import BadInput
+from geoseg.io.bands import BandSpec
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,8 @@ class CropSampler:
         rank: int = 0,
         size_multiple: int = 1,
     ):
-        from geoseg.io.bands import normalize
-
-        self._normalize = normalize
         self.store = store
+        self.bands = BandSpec.of_store(store)
         self.batch_size = batch_size
         self.min_valid = min_valid
         self.seed = seed
@@ -92,12 +91,10 @@ class CropSampler:
         """The batch of ``step``: ``image`` (B,C,h,w) float32 normalised, ``valid``, ``label``."""
         rng = step_generator(self.seed, step, stream, self.rank)
         crops = [self._crop(rng) for _ in range(self.batch_size)]
-        image = np.stack([self._normalize(im.astype(np.float32), self.stats) for im, _, _ in crops])
-        # invalid pixels become 0 (the band mean once normalised), so padding carries no signal;
-        # a select, not a product: NaN * 0 is NaN. Non-finite pixels of stores written before
-        # NaN counted as nodata are invalid too, so no NaN ever reaches a loss.
-        valid = np.stack([v for _, v, _ in crops]) & np.isfinite(image).all(axis=1)
-        image = np.where(valid[:, None], image, np.float32(0))
+        # invalid and non-finite pixels become 0, so no NaN ever reaches a loss
+        image, valid = self.bands.model_input(
+            np.stack([im for im, _, _ in crops]), np.stack([v for _, v, _ in crops])
+        )
         label = np.stack([lb for _, _, lb in crops]) if self.has_labels else None
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
@@ -109,9 +106,7 @@ class CropSampler:
         """Whole tile ``i`` normalised (for quicklooks and baselines): image (C,T,T), valid, raw."""
         data = self.store.read(i)
         raw = data["image"]
-        image = self._normalize(raw.astype(np.float32), self.stats)
-        data["valid"] = data["valid"] & np.isfinite(image).all(axis=0)
-        image = np.where(data["valid"][None], image, np.float32(0))
+        image, data["valid"] = self.bands.model_input(raw, data["valid"])
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
             "valid": torch.from_numpy(data["valid"]),

@@ -21,12 +21,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
-from geoseg import __version__
-from geoseg.checkpoint import build_from_spec, load_checkpoint, save_checkpoint
+from geoseg.checkpoint import Checkpoint, build_from_spec
 from geoseg.config import TrainConfig, load_config, to_dict
 from geoseg.errors import BadInput, GeoSegError
 from geoseg.paths import atomic_output, check_input, check_output, remove
@@ -74,35 +72,25 @@ def _config(config: Any, overrides: tuple[str, ...], method: str | None) -> Trai
 
 def snapshot(
     model, optimizer, cfg: TrainConfig, sampler: CropSampler, step: int, best_loss: float | None
-) -> dict[str, Any]:
+) -> Checkpoint:
     """The checkpoint of docs/contracts.md for the current state."""
     store = sampler.store
-    return {
-        "geoseg_version": __version__,
-        "method": cfg.method,
-        "config": to_dict(cfg),
-        "model": model_spec(cfg, len(store.bands)),
-        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
-        "step": step,
-        "epoch": step // max(1, cfg.schedule.steps_per_epoch),
-        "rng_state": rng_state(),
-        "bands": [int(b) for b in store.bands],
-        "band_names": list(store.band_names),
-        # the band contract (docs/reliability.md): predict refuses other pixel types and
-        # matches unnamed bands only on rasters with the training band count
-        "dtype": str(store.image.dtype),
-        "band_count": int(store.sources[0]["count"]) if store.sources else len(store.bands),
-        "norm": {
-            k: [float(v) for v in np.asarray(store.stats[k])] for k in ("mean", "std", "p2", "p98")
-        },
-        "n_clusters": list(model.n_clusters),
-        "head_names": list(model.head_names),
-        "head": 0,
-        "tile_size": sampler.crop_size,
-        "mapping": None,
-        "best_loss": None if best_loss is None or math.isinf(best_loss) else float(best_loss),
-    }
+    return Checkpoint.new(
+        model,
+        method=cfg.method,
+        spec=model_spec(cfg, len(store.bands)),
+        bands=sampler.bands,
+        crop_size=sampler.crop_size,
+        config=to_dict(cfg),
+        step=step,
+        epoch=step // max(1, cfg.schedule.steps_per_epoch),
+        optimizer_state=optimizer.state_dict() if optimizer is not None else None,
+        rng_state=rng_state(),
+        best_loss=None if best_loss is None or math.isinf(best_loss) else float(best_loss),
+        # the band contract (docs/reliability.md): predict matches unnamed bands only on
+        # rasters with the training band count
+        band_count=int(store.sources[0]["count"]) if store.sources else len(store.bands),
+    )
 
 
 def train(
@@ -191,7 +179,7 @@ def _run(
             raise BadInput(
                 f"{output} has no last.pt to resume from; drop --resume", param="--resume"
             )
-        ckpt = load_checkpoint(output / "last.pt", param="--resume")
+        ckpt = Checkpoint.load(output / "last.pt", param="--resume")
         cfg = _config(ckpt["config"], overrides, method)
     else:
         cfg = _config(config, overrides, method)
@@ -237,8 +225,8 @@ def _run(
             for row in rows:
                 metrics.write(**row)
             ckpt = snapshot(model, None, cfg, sampler, steps, None)
-            save_checkpoint(ckpt, output / "last.pt")
-            save_checkpoint(ckpt, output / "best.pt")
+            ckpt.save(output / "last.pt")
+            ckpt.save(output / "best.pt")
             look = sampler.fixed_tiles(cfg.data.quicklook_tiles)
             quicklook(model, sampler, look, output / "quicklook" / "epoch_001.png", dev)
         dist.barrier()
@@ -284,14 +272,12 @@ def _run(
             _finite(_weights_finite(model), "weights", step, output, saved)
             if rows[0]["loss"] < best_loss:
                 best_loss = rows[0]["loss"]
-                save_checkpoint(
-                    snapshot(model, None, cfg, sampler, step, best_loss), output / "best.pt"
-                )
+                snapshot(model, None, cfg, sampler, step, best_loss).save(output / "best.pt")
         if dist.main and (last or (step > 0 and step % sch.checkpoint_every == 0)):
             _finite(_weights_finite(model), "weights", step, output, saved)
             ckpt = snapshot(model, optimizer, cfg, sampler, step, best_loss)
             # the loss scale of mixed precision is training state too (plain floats and ints)
-            save_checkpoint({**ckpt, "scaler_state": scaler.state_dict()}, output / "last.pt")
+            Checkpoint({**ckpt, "scaler_state": scaler.state_dict()}).save(output / "last.pt")
             saved = step
         if last:
             break
