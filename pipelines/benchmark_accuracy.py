@@ -144,7 +144,7 @@ def prepare(name: str, scene: Scene, out: Path) -> tuple[Path, Path]:
     import rasterio
     from rasterio.transform import from_origin
 
-    from geoseg.io.labels import open_raster
+    from geoseg.io.rasters import open_raster
 
     folder = out / "inputs"
     folder.mkdir(parents=True, exist_ok=True)

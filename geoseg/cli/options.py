@@ -65,26 +65,6 @@ nodata_opt = click.option(
 )
 
 
-def _parse_co(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in value:
-        if "=" not in item:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE (e.g. --co COMPRESS=ZSTD)")
-        k, v = item.split("=", 1)
-        out[k.upper()] = v
-    return out
-
-
-creation_opt = click.option(
-    "--co",
-    "creation_options",
-    multiple=True,
-    callback=_parse_co,
-    metavar="NAME=VALUE",
-    help="GDAL creation option for raster outputs (repeatable).",
-)
-
-
 names_opt = click.option(
     "--names",
     default=None,

@@ -18,6 +18,7 @@ import pandas as pd
 import shapely
 
 from geoseg.errors import BadInput
+from geoseg.io.labels import VECTOR_SUFFIXES
 from geoseg.paths import check_input
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 #: column names accepted for the image id and the confidence, in order of preference
 IMAGE_ID_COLUMNS = ("ImageId", "image_id", "imageid", "image")
 CONFIDENCE_COLUMNS = ("Confidence", "confidence", "conf", "score")
-VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".fgb", ".shp", ".parquet", ".geoparquet")
 
 _AOI_TOKEN = re.compile(r"AOI_\d+_[A-Za-z]+")
 _TILE_SUFFIX = re.compile(r"(_img\d+|_\d+_\d+)$")

@@ -14,7 +14,8 @@ import numpy as np
 
 from geoseg.errors import BadInput
 from geoseg.evaluate.pixels import MERGES, Method, confusion_matrix, merge_labels, pixel_metrics
-from geoseg.io.labels import Grid, LabelSource, open_raster
+from geoseg.io.labels import Grid, LabelSource
+from geoseg.io.rasters import open_raster
 from geoseg.paths import atomic_output
 
 log = logging.getLogger(__name__)

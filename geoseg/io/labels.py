@@ -8,7 +8,6 @@ answers that for any window of the target grid, so neither ever holds a whole sc
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from geoseg.errors import BadInput
+from geoseg.io.rasters import open_raster
 from geoseg.paths import check_input
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,43 @@ ISPRS_NAMES = {1: "impervious", 2: "building", 3: "low_vegetation", 4: "tree", 5
                6: "clutter"}  # fmt: skip
 ISPRS_COLOURS = {(255, 255, 255): 1, (0, 0, 255): 2, (0, 255, 255): 3, (0, 255, 0): 4,
                  (255, 255, 0): 5, (255, 0, 0): 6}  # fmt: skip
+#: ISPRS class name → label value (the tile store's ``label_classes``)
+ISPRS_CLASSES = {name: value for value, name in ISPRS_NAMES.items()}
 
+#: file suffixes read as vector labels / polygons (everything else is read as a raster)
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".fgb", ".shp", ".parquet", ".geoparquet")
+
+
+def is_building_mask(values: set[int]) -> bool:
+    """A single-band label raster holding only 0 and 255 is a building mask: 255 = building.
+
+    The one rule for such masks (Inria, Massachusetts, most building datasets), shared by tile,
+    evaluate and map so a mask means "building" everywhere, never a class called 255.
+    """
+    return values <= {0, 255}
+
+
+def raster_values(src) -> set[int]:
+    """The distinct values of band 1 of an open raster, block by block (bounded memory)."""
+    values: set[int] = set()
+    for _, window in src.block_windows(1):
+        values.update(int(v) for v in np.unique(src.read(1, window=window)))
+    return values
+
+
+def raster_classes(path: str | Path) -> dict[str, int]:
+    """Class name → value of a label raster: ISPRS colours, a building mask, or its values."""
+    from geoseg.io.rasters import open_raster
+
+    with open_raster(path, param="--labels") as src:
+        if src.count >= 3:
+            return dict(ISPRS_CLASSES)
+        values = raster_values(src)
+    if is_building_mask(values):
+        return {"building": 1}
+    if max(values) > 255 or min(values) < 0:
+        raise BadInput(f"{path} has label values outside 0..255", param="--labels")
+    return {str(v): v for v in sorted(values) if v > 0}
 
 
 def decode_colours(rgb: np.ndarray, colours: Mapping[tuple[int, int, int], int]) -> np.ndarray:
@@ -83,20 +118,6 @@ class Grid:
         georef = dataset.crs is not None
         return cls(dataset.width, dataset.height, dataset.crs if georef else None,
                    dataset.transform if georef else None)  # fmt: skip
-
-
-def open_raster(path: Path, *, param: str):
-    """rasterio.open that accepts plain PNG/JPEG without the not-georeferenced warning."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-
-    check_input(path, param=param)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except RasterioIOError as exc:
-        raise BadInput(f"cannot read {Path(path).name} as a raster ({exc})", param=param) from None
 
 
 class LabelSource:
@@ -171,8 +192,11 @@ class LabelSource:
         src = self._stack.enter_context(open_raster(self.path, param=self.param))
         self._nodata = src.nodata
         self._colours = src.count >= 3
+        self._mask = not self._colours and is_building_mask(raster_values(src))
         if self._colours:
             self.names = dict(ISPRS_NAMES)
+        elif self._mask:
+            self.names = {1: "building"}
         georef = src.crs is not None and self.grid.crs is not None
         same = (src.width, src.height) == (self.grid.width, self.grid.height)
         if georef and not (same and src.crs == self.grid.crs and
@@ -197,6 +221,8 @@ class LabelSource:
         if self._colours:
             return decode_colours(self._src.read((1, 2, 3), window=window), ISPRS_COLOURS)
         data = self._src.read(1, window=window)
+        if self._mask:
+            return (data == 255).astype(np.uint8)
         out = data.astype(np.int64)
         if self._nodata is not None:
             out[data == self._nodata] = 0

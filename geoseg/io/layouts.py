@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geoseg.errors import BadInput
+from geoseg.io.labels import ISPRS_COLOURS, VECTOR_SUFFIXES, raster_classes
 
 log = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".png"}
-VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet"}
 
 #: Imagery folder names of SpaceNet releases, most useful (most bands) first.
 SPACENET_IMAGERY = ("MUL-PanSharpen", "PS-MS", "PS-RGBNIR", "RGB-PanSharpen", "PS-RGB", "MUL")
@@ -211,14 +211,6 @@ def _potsdam(root: Path) -> list[Scene]:
 
 # --- label reading (one window at a time) ---------------------------------------------------
 
-#: ISPRS 2D labelling colour code → class id (0 stays "unlabelled").
-ISPRS_COLOURS = {
-    (255, 255, 255): 1, (0, 0, 255): 2, (0, 255, 255): 3,
-    (0, 255, 0): 4, (255, 255, 0): 5, (255, 0, 0): 6,
-}  # fmt: skip
-ISPRS_CLASSES = {
-    "impervious": 1, "building": 2, "low_vegetation": 3, "tree": 4, "car": 5, "clutter": 6,
-}  # fmt: skip
 _CLASS_COLUMNS = ("label", "class", "class_id", "classname", "category")
 
 
@@ -256,26 +248,9 @@ def label_classes(paths: Sequence[str]) -> dict[str, int]:
             else:
                 names.update(str(v) for v in values.dropna().unique())
             continue
-        classes.update(_raster_classes(path))
+        classes.update(raster_classes(path))
     classes.update({name: i for i, name in enumerate(sorted(names), start=1 + len(classes))})
     return classes
-
-
-def _raster_classes(path: str) -> dict[str, int]:
-    import numpy as np
-    import rasterio
-
-    with rasterio.open(path) as src:
-        if src.count >= 3:
-            return dict(ISPRS_CLASSES)
-        values: set[int] = set()
-        for _, window in src.block_windows(1):
-            values.update(int(v) for v in np.unique(src.read(1, window=window)))
-    if values <= {0, 255}:
-        return {"building": 1}
-    if max(values) > 255 or min(values) < 0:
-        raise BadInput(f"{path} has label values outside 0..255", param="--labels")
-    return {str(v): v for v in sorted(values) if v > 0}
 
 
 class LabelReader:
@@ -301,6 +276,8 @@ class LabelReader:
 
         self.raster = open_raster(path, param="--labels")
         lab = self.raster
+        # label_classes named it a building mask (geoseg.io.labels.is_building_mask): 255 = 1
+        self.mask = lab.count < 3 and classes == {"building": 1}
         if (lab.width, lab.height) != (src.width, src.height):
             raise BadInput(
                 f"{path} is {lab.width}x{lab.height} but the image is "
@@ -340,7 +317,7 @@ class LabelReader:
             for colour, cls in ISPRS_COLOURS.items():
                 out[np.all(data == np.array(colour, data.dtype)[:, None, None], axis=0)] = cls
             return out
-        if set(self.classes) == {"building"}:
+        if self.mask:
             return (data[0] == 255).astype(np.uint8)
         return data[0].astype(np.uint8)
 

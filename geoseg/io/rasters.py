@@ -65,7 +65,7 @@ def open_raster(path: str | Path, param: str = "INPUT"):
     checked first so the message says "does not exist" rather than GDAL's wording.
     """
     import rasterio
-    from rasterio.errors import RasterioIOError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
     text = str(path)
     if "://" not in text and not text.startswith("/vsi") and not Path(text).exists():
@@ -77,7 +77,10 @@ def open_raster(path: str | Path, param: str = "INPUT"):
     level = gdal_log.level
     gdal_log.setLevel(logging.WARNING)
     try:
-        return rasterio.open(text)
+        # plain PNG/JPEG labels and crops are valid inputs on a pixel grid: no warning for them
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(text)
     except RasterioIOError:
         raise BadInput(
             f"{text} is not a raster GDAL can read; pass a GeoTIFF, VRT or other GDAL raster",
