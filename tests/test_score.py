@@ -234,8 +234,9 @@ def test_cli_table_json_csv_layers(data_dir, tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["total"]["tp"] == 8
     assert pd.read_csv(tmp_path / "s.csv")["fn"].sum() == 20
     layers = dict(pyogrio.list_layers(out))
-    assert set(layers) == {"tp", "fp", "fn"}
-    counts = {name: len(gpd.read_file(out, layer=name)) for name in layers}
+    # the QGIS styles of the three layers live in the GeoPackage's layer_styles table
+    assert set(layers) == {"tp", "fp", "fn", "layer_styles"}
+    counts = {name: len(gpd.read_file(out, layer=name)) for name in ("tp", "fp", "fn")}
     assert counts == {"tp": 8, "fp": 20, "fn": 20}
     assert gpd.read_file(out, layer="fn").crs.to_epsg() == 32616
     # outputs exist now: refused without --overwrite, replaced with it

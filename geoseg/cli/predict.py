@@ -46,7 +46,13 @@ def _parse_classes(
 )
 @tile_size_opt
 @overlap_opt
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 4096),
+    default=8,
+    show_default=True,
+    help="Tiles per forward pass; larger is faster on a GPU and needs more memory.",
+)
 @device_opt
 @click.option("--tta", is_flag=True, help="Average over flips and rotations (8x slower).")
 @click.option(
@@ -69,6 +75,12 @@ def _parse_classes(
     default=1024,
     show_default=True,
     help="Block edge in pixels; memory grows with its square.",
+)
+@click.option(
+    "--qgis-project",
+    is_flag=True,
+    help="Also write <name>.qgz beside the outputs: a QGIS project of the image and every "
+    "output, styled and ordered, with relative paths.",
 )
 @scheduler_opt
 @overwrite_opt
@@ -100,6 +112,7 @@ def cli(
     scheduler: str | None,
     overwrite: bool,
     bands: str | None,
+    qgis_project: bool,
 ) -> None:
     """Segment RASTER with a trained model; write <name>_clusters.tif (COG) into OUTPUT.
 
@@ -127,6 +140,10 @@ def cli(
         overwrite=overwrite,
         bands=bands,
     )
+    if qgis_project:
+        from geoseg.vector.project import write_prediction_project
+
+        paths["qgis-project"] = write_prediction_project(paths, raster, overwrite=overwrite)
     for role, path in paths.items():
         if not role.endswith(":style"):
             click.echo(f"{role}\t{path}")

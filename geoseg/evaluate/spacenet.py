@@ -32,7 +32,6 @@ import shapely
 
 from geoseg.errors import BadInput
 from geoseg.evaluate.polygons import aoi_name, read_polygons
-from geoseg.paths import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -148,25 +147,25 @@ class ScoreResult:
         return json.dumps(self.to_dict(), indent=2)
 
     def write_layers(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write TP / FP / FN polygons as layers "tp", "fp", "fn" of one GeoPackage (for QGIS)."""
+        """Write TP / FP / FN polygons as layers "tp", "fp", "fn" of one GeoPackage (for QGIS).
+
+        Each layer carries its default QGIS style (distinct outline colours), so the three
+        read at a glance when opened; geometries are 2D even when the truth file is 3D.
+        """
+        from geoseg.vector.formats import write_layers
+        from geoseg.vector.styles import score_layer_style
+
         layers = {
             "tp": self.proposals[self.proposals["status"] == "tp"],
             "fp": self.proposals[self.proposals["status"] == "fp"],
             "fn": self.truth[self.truth["status"] == "fn"],
         }
-        with atomic_output(path, overwrite=overwrite, param="--layers") as tmp:
-            for name, frame in layers.items():
-                with warnings.catch_warnings():
-                    # pixel-coordinate (CSV) results have no CRS, and that is expected
-                    warnings.filterwarnings("ignore", message="'crs' was not provided")
-                    frame.drop(columns="status").to_file(
-                        tmp,
-                        layer=name,
-                        driver="GPKG",
-                        promote_to_multi=True,
-                        geometry_type="MultiPolygon",
-                    )
-        return Path(path)
+        layers = {name: frame.drop(columns="status") for name, frame in layers.items()}
+        styles = {name: score_layer_style(name) for name in layers}
+        with warnings.catch_warnings():
+            # pixel-coordinate (CSV) results have no CRS, and that is expected
+            warnings.filterwarnings("ignore", message="'crs' was not provided")
+            return write_layers(layers, path, styles=styles, overwrite=overwrite, param="--layers")
 
 
 def _metric_crs(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame):

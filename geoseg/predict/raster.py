@@ -26,7 +26,7 @@ import numpy as np
 
 from geoseg.errors import BadInput
 from geoseg.paths import check_output, remove, remove_stale_partials, temporary_name
-from geoseg.predict.blend import Segment, blend_block
+from geoseg.predict.blend import Segment, blend_block, segment_tiles, shared_tiles
 from geoseg.predict.segment import load_model, resolve_device, segmenter
 from geoseg.tiles.grid import DEFAULT_TILE_SIZE, Block, TileGrid
 
@@ -106,9 +106,12 @@ def predict_block(
     probabilities: bool,
     nodata: float | str | None = None,
     sink=None,
+    shared: Sequence[Mapping[tuple[int, int], np.ndarray]] = (),
 ) -> dict[str, np.ndarray] | None:
     """Read, normalise, segment and blend one block; the arrays to write over its window.
 
+    ``shared`` holds the probabilities of the block's tiles that other blocks use too
+    (computed once by :func:`predict_tiles`); the block computes the others itself.
     Returns ``{"clusters": ..., "<class>": ..., "probabilities": ...}`` or, with a ``sink``,
     hands them to ``sink(block, arrays)`` and returns ``None`` so the scheduler keeps nothing.
     """
@@ -121,10 +124,12 @@ def predict_block(
     (rr0, rr1), (cc0, cc1) = block.read_rows, block.read_cols
     with rasterio.open(path) as src:
         data, valid = read_window(src, Window(cc0, rr0, cc1 - cc0, rr1 - rr0), bands, nodata)
+    tiles = {k: v for part in shared for k, v in part.items()}
     probs = blend_block(
         block, data, segment, tile=tile, overlap=overlap, batch_size=batch_size,
-        n_classes=n_classes, valid=valid, norm=norm,
+        n_classes=n_classes, valid=valid, norm=norm, shared=tiles,
     )  # fmt: skip
+    del tiles
     (r0, r1), (c0, c1) = block.rows, block.cols
     inside = valid[r0 - rr0 : r1 - rr0, c0 - cc0 : c1 - cc0]
     dtype, out_nodata = class_dtype(n_classes)
@@ -144,28 +149,58 @@ def predict_block(
     if sink is None:
         return arrays
     sink(block, arrays)
+    _trim()
     return None
 
 
-def _map_large_arrays() -> None:
-    """Let glibc hand every large array back to the OS when it is freed (elsewhere a no-op).
+def predict_tiles(
+    path: str,
+    tiles: Sequence[tuple[int, int]],
+    *,
+    bands: Sequence[int],
+    norm: Mapping[str, Sequence[float]],
+    segment: Segment,
+    tile: int,
+    batch_size: int,
+    nodata: float | str | None = None,
+) -> dict[tuple[int, int], np.ndarray]:
+    """Probabilities of tiles that several blocks share, computed once for all of them."""
+    import rasterio
+    from rasterio.windows import Window
 
-    A block allocates and frees a few hundred MB of arrays. glibc's default adapts its mmap
-    threshold upwards after the first frees and then carves such arrays out of per-thread
-    heaps that fragment and are never returned, so RSS crept up with the number of blocks,
-    i.e. with the scene size (measured: +25% from 2048² to 8192²). A fixed threshold keeps
-    arrays above it in their own mappings; process-wide, and harmless for other code.
+    from geoseg.io.rasters import read_window
+
+    r0, c0 = min(r for r, _ in tiles), min(c for _, c in tiles)
+    r1, c1 = max(r for r, _ in tiles) + tile, max(c for _, c in tiles) + tile
+    with rasterio.open(path) as src:
+        data, valid = read_window(src, Window(c0, r0, c1 - c0, r1 - r0), bands, nodata)
+    return segment_tiles(
+        data, valid, tiles, (r0, c0), segment, tile=tile, batch_size=batch_size, norm=norm
+    )
+
+
+def _trim() -> None:
+    """Hand the heap's free pages back to the OS after a block (glibc; elsewhere a no-op).
+
+    A block allocates and frees a few hundred MB of arrays; glibc's adaptive mmap threshold
+    then carves such arrays out of per-thread heaps that fragment and keep their pages, so
+    RSS crept up with the number of blocks, i.e. with the scene size (measured: +25% from
+    2048² to 8192²). A fixed 2 MiB mmap threshold fixed that but made every array a fresh
+    mapping whose pages the kernel zeroes (3x the kernel time); ``malloc_trim`` once per
+    block returns the same pages at the cost of one call.
     """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc():
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
-    except (OSError, AttributeError):
-        pass
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
 
 
-#: glibc mallopt parameter number and the value predict sets
-_M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD_BYTES = 2 << 20
+_LIBC = _libc()
 
 
 # --- the scene -------------------------------------------------------------------------------
@@ -271,6 +306,7 @@ def predict(
     from geoseg.io.palette import class_colormap, class_dtype
     from geoseg.io.rasters import open_raster
     from geoseg.progress import run_tasks, scheduler_address
+    from geoseg.vector.styles import class_raster_colormap
 
     with open_raster(raster, param="RASTER") as src:
         grid = dict(width=src.width, height=src.height, crs=src.crs, transform=src.transform)
@@ -313,7 +349,6 @@ def predict(
         "%s: %d blocks of ~%d px, tiles %d px (overlap %d), %d clusters, head %d, %s",
         raster, len(blocks), block_size, tile, overlap, n_classes, head, dev,
     )  # fmt: skip
-    _map_large_arrays()
     start = time.perf_counter()
     with ExitStack() as stack:
         stitched = {role: temporary_name(paths[role.split(":")[0]]) for role in rasters}
@@ -323,8 +358,8 @@ def predict(
             for role in rasters
         }
         dsts["clusters"].write_colormap(1, class_colormap(n_classes, out_nodata))
-        for name in named:
-            dsts[name].write_colormap(1, class_colormap(2, 255))
+        for name in named:  # 0 ("not building") transparent: the image shows through
+            dsts[name].write_colormap(1, class_raster_colormap())
         lock = threading.Lock()
 
         def write(block: Block, arrays: dict[str, np.ndarray]) -> None:
@@ -340,6 +375,16 @@ def predict(
             probabilities=probabilities, nodata=nodata,
         )  # fmt: skip
         task = dask.delayed(predict_block, pure=False)
+        # tiles touching several blocks: one task per group, its result handed to each block
+        groups, uses = shared_tiles(blocks, tile)
+        shared_task = dask.delayed(predict_tiles, pure=False)
+        shared = {
+            key: shared_task(
+                str(raster), tiles_, bands=bands, norm=ckpt["norm"], segment=seg_node, tile=tile,
+                batch_size=batch_size, nodata=nodata,
+            )
+            for key, tiles_ in groups.items()
+        }  # fmt: skip
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
@@ -347,11 +392,17 @@ def predict(
                 # Results come back to this process; bounded groups keep memory block-sized.
                 for first in range(0, len(blocks), _DISTRIBUTED_GROUP):
                     group = blocks[first : first + _DISTRIBUTED_GROUP]
-                    tasks = [task(str(raster), b, **kwargs) for b in group]
+                    tasks = [
+                        task(str(raster), b, shared=[shared[k] for k in uses[first + i]], **kwargs)
+                        for i, b in enumerate(group)
+                    ]
                     for b, arrays in zip(group, run_tasks(tasks, scheduler=scheduler), strict=True):
                         write(b, arrays)
             else:
-                tasks = [task(str(raster), b, sink=write, **kwargs) for b in blocks]
+                tasks = [
+                    task(str(raster), b, sink=write, shared=[shared[k] for k in uses[i]], **kwargs)
+                    for i, b in enumerate(blocks)
+                ]
                 run_tasks(tasks, scheduler=scheduler, desc="predict", num_workers=workers)
         finally:
             torch.set_num_threads(previous)
@@ -376,7 +427,8 @@ def _finish(
 ) -> None:
     """Copy the stitched rasters to COGs, style them, and vectorise the mapped classes."""
     from geoseg.predict.cog import write_cog
-    from geoseg.vector.styles import write_raster_style
+    from geoseg.vector.formats import write_polygons
+    from geoseg.vector.styles import write_class_style, write_raster_style
     from geoseg.vector.vectorize import vectorize
 
     for role, tmp in stitched.items():
@@ -390,10 +442,30 @@ def _finish(
             )  # fmt: skip
         else:
             write_cog(tmp, paths[role], overview_resampling="mode", overwrite=overwrite)
-    paths["clusters:style"] = write_raster_style(paths["clusters"], n_classes)
-    for name in named:
-        paths[f"{name}:style"] = write_raster_style(paths[name], 2, {0: f"not {name}", 1: name})
-        vectorize(
-            paths[name], paths[f"{name}:vector"], classes={name: 1}, class_names={1: name},
-            probabilities=stitched[f"{name}:score"], overwrite=overwrite, **polygons,
+    names = {i: f"{i} {name}" for name, ids in named.items() for i in ids}  # legend, RAT
+    paths["clusters:style"] = write_raster_style(paths["clusters"], n_classes, names or None)
+    for name, ids in named.items():
+        paths[f"{name}:style"] = write_class_style(paths[name], name)
+        gdf = vectorize(
+            paths[name], classes={name: 1}, class_names={1: name},
+            probabilities=stitched[f"{name}:score"], **polygons,
         )  # fmt: skip
+        gdf["cluster"] = _polygon_clusters(paths["clusters"], gdf, ids)
+        write_polygons(gdf, paths[f"{name}:vector"], overwrite=overwrite)
+
+
+def _polygon_clusters(clusters: Path, gdf, ids: Sequence[int]) -> np.ndarray:
+    """The model's cluster of each class polygon, not the class raster's value 1.
+
+    A one-cluster class is that cluster; otherwise the cluster under the polygon's
+    representative point (inside the polygon), kept to the class's clusters.
+    """
+    if len(ids) == 1 or gdf.empty:
+        return np.full(len(gdf), ids[0], dtype="int64")
+    import rasterio
+
+    points = gdf.geometry.representative_point()
+    with rasterio.open(clusters) as src:
+        xy = zip(points.x, points.y, strict=True)
+        found = np.array([v[0] for v in src.sample(xy)], dtype="int64")
+    return np.where(np.isin(found, ids), found, ids[0])

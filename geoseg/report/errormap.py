@@ -14,9 +14,10 @@ import numpy as np
 
 from geoseg.report.contents import SCORE_LAYERS
 from geoseg.report.panels import Grid
+from geoseg.vector.styles import SCORE_RGBA
 
-#: outline colour per score layer (RGB): the colours of ``geoseg.vector.styles``' score style
-LAYER_COLOURS = {"tp": (0, 158, 115), "fp": (230, 159, 0), "fn": (204, 0, 204)}
+#: outline colour per score layer (RGB): the layers' QGIS style colours
+LAYER_COLOURS = {name: rgba[:3] for name, rgba in SCORE_RGBA.items()}
 LAYER_LABELS = {
     "tp": "true positive (matched proposal)",
     "fp": "false positive (unmatched proposal)",
