@@ -75,19 +75,21 @@ def test_a_one_pixel_raster_in_kmeans_says_what_to_do(tmp_path):
 
 
 def test_invalid_geometry_is_a_user_error_naming_the_file(fixtures, tmp_path):
-    """A label polygon GEOS cannot even build (a 3-point ring): exit 2 naming the file,
-    not a GEOSException with exit 1.
+    """A hand-edited label polygon whose ring is not closed: GEOS cannot build it. Today:
+    "GEOSException: IllegalArgumentException: Points of LinearRing do not form a closed
+    linestring", exit 1; now exit 2 naming the file.
     """
     bad = tmp_path / "bad_ring.geojson"
     bad.write_text(
         '{"type":"FeatureCollection","crs":{"type":"name","properties":{"name":'
         '"urn:ogc:def:crs:EPSG::32611"}},"features":[{"type":"Feature","properties":{},'
         '"geometry":{"type":"Polygon","coordinates":[[[500001,3999990],[500010,3999990],'
-        "[500001,3999990]]]}}]}"
+        "[500011,3999980]]]}}]}"
     )
     r = geoseg("tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr", "--tile-size", 64,
                "--labels", bad)  # fmt: skip
     assert_refused(r, "bad_ring.geojson")
+    assert not (tmp_path / "s.zarr").exists()
 
 
 # --- a full disk: a real (tiny) tmpfs --------------------------------------------------------

@@ -31,7 +31,9 @@ def _predict_until_partial(scene, model, out):
     proc = spawn("-q", "predict", scene, "-m", model, "-o", out, "--block-size", 256,
                  "--overwrite")  # fmt: skip
     appeared = wait_for(lambda: bool(_hidden(out)) or proc.poll() is not None, 120)
-    assert appeared and proc.poll() is None, "predict ended before writing anything"
+    if not appeared or proc.poll() is not None:
+        proc.kill()
+        raise AssertionError(f"predict ended before writing anything: {proc.communicate()}")
     return proc
 
 
@@ -79,6 +81,7 @@ def test_ctrl_c_in_tile_exits_130_and_keeps_a_resumable_store(scene_and_model, t
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err.lower()
-    r = geoseg(*args[1:])
-    assert r.code == 0, r.err
+    rerun = spawn(*args)
+    _, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
     assert geoseg("info", store).code == 0

@@ -162,7 +162,9 @@ def _run(argv: list[str]) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         code = _interrupt_code(exc) or 1
         what = "SIGTERM" if code == 143 else "Ctrl-C"
-        click.echo(f"Interrupted ({what}); partial outputs were removed.", err=True)
+        # zarr's event loop complains about its cancelled writes at exit: noise, not news
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        click.echo(f"Interrupted ({what}).", err=True)
         return code
     except Exception as exc:  # a bug or an environment failure: exit 1, traceback on -v
         explained = _explain(exc, argv)
@@ -181,7 +183,10 @@ def _run(argv: list[str]) -> int:
 
 
 #: what libraries say when a write hit a full disk without an errno (torch.save, GDAL)
-_DISK_FULL_TEXT = ("no space left on device", "file write failed", "free disk space")
+_DISK_FULL_TEXT = (
+    "no space left on device", "file write failed", "free disk space", "io error writing",
+    "write error", "error writing",
+)  # fmt: skip
 _OUTPUT_OPTIONS = ("-o", "--output")
 _VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet", ".csv")
 
