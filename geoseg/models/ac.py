@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geoseg.models.dihedral import dihedral, undihedral
 from geoseg.models.heads import ClusterHeads, head_names
 
 N_ORDERINGS = 8
@@ -46,14 +47,12 @@ def causal_mask(kernel_size: int) -> Tensor:
 
 def orient(x: Tensor, ordering: int) -> Tensor:
     """Present ``x`` so that a raster scan of the result is ordering ``ordering`` of ``x``."""
-    x = x.flip(-1) if ordering >= 4 else x
-    return torch.rot90(x, ordering % 4, dims=(-2, -1))
+    return dihedral(x, ordering % 4, ordering >= 4)
 
 
 def unorient(y: Tensor, ordering: int) -> Tensor:
     """Inverse of :func:`orient`: map an output back onto the input's frame."""
-    y = torch.rot90(y, -(ordering % 4), dims=(-2, -1))
-    return y.flip(-1) if ordering >= 4 else y
+    return undihedral(y, ordering % 4, ordering >= 4)
 
 
 def ordering_rank(height: int, width: int, ordering: int) -> Tensor:

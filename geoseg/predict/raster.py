@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import BadInput
+from geoseg.models.device import resolve_device
 from geoseg.paths import check_output, remove, remove_stale_partials, temporary_name
 from geoseg.predict.blend import Segment, blend_block, segment_tiles, shared_tiles
-from geoseg.predict.segment import load_model, resolve_device, segmenter
+from geoseg.predict.segment import load_model, segmenter
 from geoseg.tiles.grid import DEFAULT_TILE_SIZE, Block, TileGrid
 
 log = logging.getLogger(__name__)

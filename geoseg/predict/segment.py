@@ -11,29 +11,9 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import BadInput
+from geoseg.models.device import resolve_device
 from geoseg.predict.blend import Segment, blend_block
 from geoseg.tiles.grid import TileGrid
-
-
-def resolve_device(device: str = "auto"):
-    """``"auto"`` → CUDA when present, else CPU; a ``cuda`` request without a GPU is refused."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInput("CUDA is not available on this machine; use --device cpu", param="--device")
-    return torch.device(device)
-
-
-def _dihedral(x, k: int, flip: bool):
-    x = x.rot90(k, (2, 3))
-    return x.flip(3) if flip else x
-
-
-def _undihedral(y, k: int, flip: bool):
-    y = y.flip(3) if flip else y
-    return y.rot90(-k, (2, 3))
 
 
 def segmenter(model, *, head: int = 0, device: Any = "cpu", tta: bool = False) -> Segment:
@@ -47,6 +27,8 @@ def segmenter(model, *, head: int = 0, device: Any = "cpu", tta: bool = False) -
     """
     import torch
 
+    from geoseg.models.dihedral import dihedral, undihedral
+
     device = torch.device(device)
     views = [(k, f) for k in range(4) for f in (False, True)] if tta else [(0, False)]
     amp = device.type == "cuda"
@@ -56,9 +38,9 @@ def segmenter(model, *, head: int = 0, device: Any = "cpu", tta: bool = False) -
         total = None
         with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
             for k, flip in views:
-                out = model(_dihedral(xt, k, flip))
+                out = model(dihedral(xt, k, flip))
                 logits = out[head] if isinstance(out, (list, tuple)) else out
-                probs = _undihedral(torch.softmax(logits.float(), dim=1), k, flip)
+                probs = undihedral(torch.softmax(logits.float(), dim=1), k, flip)
                 total = probs if total is None else total + probs
         return (total / len(views)).float().cpu().numpy()
 

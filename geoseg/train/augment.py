@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from geoseg.models.dihedral import dihedral, undihedral
+
 log = logging.getLogger(__name__)
 
 _DEFAULTS: dict[str, Any] = {
@@ -92,13 +94,7 @@ class PairTransform:
         out = []
         for i in range(self.batch_size):
             xi, k, flip = x[i], int(self.k[i]), bool(self.hflip[i])
-            if not inverse:
-                xi = xi.flip(-1) if flip else xi
-                xi = torch.rot90(xi, k, dims=(-2, -1))
-            else:
-                xi = torch.rot90(xi, -k, dims=(-2, -1))
-                xi = xi.flip(-1) if flip else xi
-            out.append(xi)
+            out.append(undihedral(xi, k, flip) if inverse else dihedral(xi, k, flip))
         return torch.stack(out)
 
     def _warp(self, x: Tensor, theta: Tensor) -> Tensor:

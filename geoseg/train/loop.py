@@ -27,6 +27,7 @@ import yaml
 from geoseg.checkpoint import Checkpoint, build_from_spec
 from geoseg.config import TrainConfig, load_config, to_dict
 from geoseg.errors import BadInput, GeoSegError
+from geoseg.models.device import resolve_device
 from geoseg.paths import atomic_output, check_input, check_output, remove
 from geoseg.progress import progress
 from geoseg.progress import set_enabled as set_progress
@@ -39,15 +40,6 @@ from geoseg.train.monitor import MetricsLog, quicklook
 from geoseg.train.rundir import check_run_output, swap_in, work_folder
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU; ``cuda`` without a GPU is a usage error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BadInput("CUDA is not available here; use --device cpu or auto", param="--device")
-    return torch.device(device)
 
 
 def _open(store: Any):
