@@ -55,3 +55,22 @@ def test_cli_and_library_make_the_same_store(fixtures, tmp_path):
     assert a.overlap == b.overlap == 16
     assert a.n_tiles == b.n_tiles
     np.testing.assert_array_equal(a.origin, b.origin)
+
+
+def test_a_tile_carries_its_georeferencing(fixtures, tmp_path):
+    """store.read(i) gives the tile's transform and CRS: its pixels map back onto the source."""
+    import rasterio
+    from rasterio.windows import Window
+
+    store = tile([fixtures["rgbn"]], tmp_path / "s.zarr", tile_size=32, overlap=8)
+    with rasterio.open(fixtures["rgbn"]) as src:
+        for i in (0, store.n_tiles - 1):
+            t = store.read(i)
+            _, row, col, _ = (int(v) for v in t["origin"])
+            assert t["transform"] == src.window_transform(Window(col, row, 32, 32))
+            assert rasterio.crs.CRS.from_wkt(t["crs"]) == src.crs
+            x, y = t["transform"] * (0.5, 0.5)
+            np.testing.assert_array_equal(
+                t["image"][:, 0, 0], src.read(window=Window(col, row, 1, 1))[:, 0, 0]
+            )
+            assert src.index(x, y) == (row, col)

@@ -45,12 +45,21 @@ class TileStore:
         return self.n_tiles
 
     def read(self, i: int) -> dict[str, Any]:
-        """One tile: ``image`` (C,T,T) source dtype, ``valid``, ``label`` (or None), ``origin``."""
+        """One tile with its georeferencing, torchgeo-style.
+
+        Returns:
+            ``image`` (C,T,T) source dtype, ``valid`` (T,T), ``label`` (T,T) or None,
+            ``origin`` ``[source, row, col, n_valid]``, and where it lies: ``transform`` (the
+            tile's affine) and ``crs`` (its source's WKT, ``None`` if it had none), so a tile
+            never travels without its place on Earth.
+        """
         return {
             "image": self.image[i],
             "valid": self.valid[i],
             "label": self.label[i] if self.label is not None else None,
             "origin": self.origin[i],
+            "transform": self.tile_transform(i),
+            "crs": self.sources[int(self.origin[i][0])]["crs"] or None,
         }
 
     def tile_transform(self, i: int):
