@@ -148,6 +148,13 @@ class Checkpoint(dict):
         value = self.get("crop_size", self.get("tile_size"))
         return None if value is None else int(value)
 
+    @property
+    def predict_tile(self) -> int | None:
+        """predict's default tile edge: a few-label head's own (its features see 40 px of
+        context, which small training crops would cut), else the training crop size."""
+        head = self.get("fewshot") or {}
+        return int(head["tile_size"]) if head.get("tile_size") else self.crop_size
+
     def build_model(self):
         """The checkpoint's model on CPU, with its weights, in eval mode."""
         model = build_from_spec(self["model"])

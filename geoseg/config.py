@@ -268,6 +268,8 @@ class BaselineConfig:
         samples: valid pixels sampled from the store to fit k-means.
         texture: add local mean/std (box filter) of each band as k-means features.
         texture_window: box filter size in pixels for the texture features.
+        pyramid: cluster the multi-scale feature pyramid (geoseg.models.pyramid: colour,
+            smoothed bands, texture, edges, morphological top-hats) instead of pixels.
         mu: Kanezaki's spatial-continuity weight μ.
         lr: Kanezaki's SGD learning rate (the paper's 0.1; ``optim`` is for IIC/AC).
         width: Kanezaki feature channels (also its upper bound on clusters).
@@ -277,6 +279,7 @@ class BaselineConfig:
     samples: int = 100_000
     texture: bool = False
     texture_window: int = 5
+    pyramid: bool = False
     mu: float = 5.0
     lr: float = 0.1
     width: int = 32

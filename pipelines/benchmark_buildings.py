@@ -334,7 +334,8 @@ def run_geoseg(
                 results.append(draw)
                 continue
             draw["building_clusters"] = [int(c) for c in building]
-            same = reuse.get(tuple(draw["building_clusters"]))
+            key = tuple(draw["building_clusters"])
+            same = None if "head" in spec.get("map", {}) else reuse.get(key)
             if same is not None:  # same clusters named: predict would write the same files
                 draw.update(
                     {
@@ -353,7 +354,7 @@ def run_geoseg(
                 folder / "mapped.pt",
                 folder,
                 device="cpu",
-                classes={"building": building},
+                # the mapping names the head and the clusters (a few-label head is its own head)
                 overwrite=True,
                 **predict_kwargs,
             )

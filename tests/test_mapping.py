@@ -94,7 +94,8 @@ def test_choose_is_seeded_and_bounded():
 def test_majority_mapping_from_building_polygons(fixtures, building_labels, tmp_path):
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
     out = tmp_path / "mapped.pt"
-    result = fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], output=out)
+    result = fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], output=out,
+                         method="majority", tile_size=32)  # fmt: skip
     mapping = Checkpoint.load(out)["mapping"]
     assert mapping == result["mapping"]
     # both building-coloured clusters, nothing else; background is not stored
@@ -119,13 +120,13 @@ def test_label_budget_limits_tiles(fixtures, tmp_path):
     # 96×128 px scene, 32 px tiles: 12 tiles, all labelled (a full class raster)
     full = fit_mapping(ckpt_path, labels=fixtures["labels"], image=fixtures["rgbn"],
                        names={1: "building", 2: "road", 3: "vegetation", 4: "soil"},
-                       output=tmp_path / "a.pt")  # fmt: skip
+                       output=tmp_path / "a.pt", method="majority", tile_size=32)  # fmt: skip
     assert full["tiles"] == 12 and full["pixels"] == lab.size
     assert full["mapping"]["classes"] == {
         "building": [1, 4], "road": [0], "vegetation": [3], "soil": [2]
     }  # fmt: skip
     few = fit_mapping(ckpt_path, labels=fixtures["labels"], image=fixtures["rgbn"],
-                      max_tiles=3, output=tmp_path / "b.pt")  # fmt: skip
+                      max_tiles=3, output=tmp_path / "b.pt", tile_size=32)  # fmt: skip
     assert few["tiles"] == 3 and few["pixels"] == 3 * 32 * 32
 
 
@@ -136,7 +137,8 @@ def test_mapping_from_a_tile_store(fixtures, tmp_path):
     tile(fixtures["rgbn"], store, tile_size=32, overlap=0, labels=fixtures["labels"],
          scheduler="sync")  # fmt: skip
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
-    result = fit_mapping(ckpt_path, store=store, max_tiles=50, output=tmp_path / "m.pt")
+    result = fit_mapping(ckpt_path, store=store, max_tiles=50, output=tmp_path / "m.pt",
+                         method="majority")  # fmt: skip
     assert result["tiles"] == 12
     assert sorted(result["mapping"]["classes"].values()) == [[0], [1, 4], [2], [3]]
 
@@ -148,11 +150,12 @@ def test_store_of_footprints_treats_unlabelled_as_background(fixtures, building_
     tile(fixtures["rgbn"], store, tile_size=32, overlap=0, labels=building_labels,
          scheduler="sync")  # fmt: skip
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
-    result = fit_mapping(ckpt_path, store=store, output=tmp_path / "m.pt")
+    result = fit_mapping(ckpt_path, store=store, output=tmp_path / "m.pt", method="majority")
     assert list(result["mapping"]["classes"].values()) == [[1, 4]]
     assert result["pixels"] == result["tiles"] * 32 * 32  # every valid pixel of the tiles
     # fill=0: only the roofs count
-    ignored = fit_mapping(ckpt_path, store=store, fill=0, output=tmp_path / "n.pt")
+    ignored = fit_mapping(ckpt_path, store=store, fill=0, output=tmp_path / "n.pt",
+                          method="majority")  # fmt: skip
     assert ignored["tiles"] == result["tiles"]
     assert 0 < ignored["pixels"] < result["pixels"] / 2
 
@@ -163,7 +166,7 @@ def test_no_cluster_mostly_building_is_a_runtime_error_not_bad_input(
     # one cluster for everything: buildings are a minority of it, so it maps to background
     ckpt_path = kmeans_checkpoint(tmp_path / "one.pt", centroids=[_COLOURS[SOIL]])
     with pytest.raises(NoClassFound, match="mostly a named class") as info:
-        fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"])
+        fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], method="majority")
     assert info.value.exit_code == 1
     assert Checkpoint.load(ckpt_path)["mapping"] is None  # nothing written
 

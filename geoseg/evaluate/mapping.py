@@ -37,6 +37,13 @@ class NoClassFound(GeoSegError):
     of the model and the label budget, not a mistake in the command."""
 
 
+#: pixels of context read around each labelled tile (labels there are not used)
+CONTEXT = 32
+#: default mapping tile size (px): a labelling budget is counted in tiles of this size
+MAP_TILE = 64
+#: estimated IoU under which naming warns that the building layer will be poor
+POOR_IOU = 0.3
+
 #: label value of "outside every polygon" in the chosen tiles when --fill is not given: it
 #: competes for clusters like any class, but is not stored (it is "not a named class")
 BACKGROUND = 255
@@ -72,40 +79,54 @@ def choose(candidates: list, max_tiles: int, seed: int) -> list:
     return [candidates[i] for i in sorted(picked)]
 
 
-def _image_tiles(image, labels, ckpt, *, column, fill, names, max_tiles, seed) -> tuple:
-    """Labelled tiles of a raster: ``(iterator of (image, valid, label), n, names)``."""
+def _image_tiles(image, labels, ckpt, *, column, fill, names, max_tiles, seed, size,
+                 nodata) -> tuple:  # fmt: skip
+    """Labelled tiles of a raster: ``(iterator of (image, valid, label, use), n, names)``.
+
+    Tiles are ``size`` px windows of the grid anchored at pixel (0, 0); each is read with
+    :data:`CONTEXT` pixels of its surroundings (labels there are 0 = unlabelled), so that a
+    model with spatial context sees the tile as predict sees it inside a scene. ``use`` marks
+    the tile's own pixels.
+    """
     from rasterio.windows import Window
 
     from geoseg.io.labels import Grid, LabelSource
     from geoseg.io.rasters import open_raster, read_window
     from geoseg.predict.raster import select_bands
-    from geoseg.tiles.grid import tile_windows
+    from geoseg.tiles.grid import TileGrid
 
     src = open_raster(image, param="--image")
     bands = select_bands(src.count, ckpt["bands"], name=Path(image).name)
-    size = int(ckpt.get("tile_size") or 256)
+    windows = [
+        (row, col)
+        for row, col in TileGrid.for_prediction(size, 0).windows(src.height, src.width)
+        if row + size <= src.height and col + size <= src.width
+    ] or [(0, 0)]
     source = LabelSource(labels, Grid.of(src), column=column, fill=fill, names=names,
                          param="--labels")  # fmt: skip
     labelled = []
-    for row, col in tile_windows(src.height, src.width, size, 0):
+    for row, col in windows:
         window = Window(col, row, min(size, src.width), min(size, src.height))
         lab = source.read(window)
         if ((lab > 0) & (lab != fill)).any():
             labelled.append(window)
     chosen = choose(labelled, max_tiles, seed)
-    log.info(
-        "%d of %d tiles of %s carry labels; using %d",
-        len(labelled),
-        len(tile_windows(src.height, src.width, size, 0)),
-        Path(image).name,
-        len(chosen),
-    )
+    log.info("%d of %d tiles of %s carry labels; using %d", len(labelled), len(windows),
+             Path(image).name, len(chosen))  # fmt: skip
 
-    def tiles() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def tiles() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         try:
             for window in chosen:
-                data, valid = read_window(src, window, bands)
-                yield data, valid, source.read(window)
+                m = CONTEXT
+                wide = Window(window.col_off - m, window.row_off - m,
+                              window.width + 2 * m, window.height + 2 * m)  # fmt: skip
+                data, valid = read_window(src, wide, bands, nodata=nodata)
+                lab = np.zeros(valid.shape, np.uint8)
+                use = np.zeros(valid.shape, bool)
+                h, w = int(window.height), int(window.width)
+                lab[m : m + h, m : m + w] = source.read(window)
+                use[m : m + h, m : m + w] = True
+                yield data, valid, lab, use & valid
         finally:
             source.close()
             src.close()
@@ -138,9 +159,24 @@ def _store_tiles(store, ckpt, *, fill, max_tiles, seed) -> tuple:
             lab = t["label"]
             if fill:
                 lab = np.where((lab == 0) & t["valid"], np.uint8(fill), lab)
-            yield t["image"], t["valid"], lab
+            yield t["image"], t["valid"], lab, t["valid"]
 
     return tiles(), len(chosen), names
+
+
+def _target_class(names: dict[int, str], skip: tuple[int, ...]) -> int:
+    """The label value a few-label head predicts: ``building``, else the only named class."""
+    named = {v: n for v, n in names.items() if v not in skip and n != "background"}
+    for value, name in named.items():
+        if name == "building":
+            return value
+    if len(named) == 1:
+        return next(iter(named))
+    raise BadInput(
+        f"--head linear predicts one class, and the labels name {sorted(named.values())}; "
+        "name the building value with --names VALUE=building",
+        param="--head",
+    )
 
 
 def fit_mapping(
@@ -150,48 +186,62 @@ def fit_mapping(
     image: str | Path | None = None,
     store: str | Path | None = None,
     max_tiles: int = 50,
-    method: Literal["majority", "hungarian"] = "majority",
+    method: Literal["iou", "majority", "hungarian"] = "iou",
     names: dict[int, str] | None = None,
     column: str | None = None,
     fill: int | None = None,
-    head: int | None = None,
+    head: int | Literal["linear"] | None = None,
+    tile_size: int = MAP_TILE,
+    nodata: Any = None,
     output: str | Path | None = None,
     overwrite: bool = False,
     seed: int = 0,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """Learn a cluster→class mapping from a few labelled tiles and store it in the checkpoint.
+    """Name clusters (or fit a few-label head) from a few labelled tiles; store it in the model.
 
     Args:
         checkpoint: a geoseg checkpoint (``run/best.pt``).
         labels, image: label polygons or raster and the image they annotate; or
         store: a tile store with a ``label`` array.
-        max_tiles: label budget, in tiles (of the checkpoint's tile size).
-        method: ``majority`` (many-to-one, suits overclustering) or ``hungarian`` (one-to-one).
+        max_tiles: label budget, in tiles of ``tile_size``.
+        method: ``iou`` (default: per class, the cluster set with the best IoU on the labelled
+            pixels, see :mod:`geoseg.evaluate.naming`; never fails), ``majority`` (many-to-one)
+            or ``hungarian`` (one-to-one).
         names: label value → class name (default from the labels: vector labels without a
-            column are ``1 = building``, a store's ``label_classes``; else ``class_<v>``).
+            column are ``1 = building``, a store's ``label_classes``; else ``class_<v>``). A
+            class named ``background`` competes for clusters but is never stored.
         column: vector labels' class-value column (default: every polygon is 1 = building).
         fill: class value of the pixels outside every polygon (vector labels) or labelled 0
             (tile store) in the chosen tiles. Default: a background class that takes clusters
             but is not stored, right for complete footprints (SpaceNet); 0 leaves those
             pixels out, for incomplete labels. Raster labels keep 0 as unlabelled.
-        head: head to map (default the checkpoint's ``head``).
+        head: a cluster head to name (default: every head is tried and the one whose named
+            set reaches the best IoU is kept, so an over-clustering head is used where it
+            helps), or ``"linear"``: fit a logistic-regression head on the frozen features
+            (feature pyramid + cluster probabilities of every head, see
+            :mod:`geoseg.heads`), stored in the checkpoint and used by predict.
+        tile_size: the labelled tiles' size (px), independent of the training crop size.
+        nodata: the image's nodata override (as ``geoseg tile`` / ``predict``).
         output: write the mapped checkpoint here instead of updating ``checkpoint``.
         overwrite: see the module docstring.
         seed: which labelled tiles are drawn when there are more than ``max_tiles``.
         device: torch device for the cluster predictions.
 
     Returns:
-        ``{"mapping": ckpt["mapping"], "tiles": n, "pixels": n, "accuracy": float,
-        "confusion": nested list, "output": path}``.
+        ``{"mapping", "tiles", "pixels", "accuracy", "estimated_iou" (per class name),
+        "warning" (str or None), "confusion", "output"}``.
     """
     from geoseg.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-    from geoseg.predict.segment import predict_array
+    from geoseg.evaluate.naming import name_by_iou
 
-    if method not in ("majority", "hungarian"):
-        raise BadInput(f"unknown method {method!r}; use majority or hungarian", param="--method")
+    if method not in ("iou", "majority", "hungarian"):
+        raise BadInput(f"unknown method {method!r}; use iou, majority or hungarian",
+                       param="--method")  # fmt: skip
     if max_tiles < 1:
         raise BadInput(f"{max_tiles} must be at least 1", param="--max-tiles")
+    if tile_size < 8:
+        raise BadInput(f"{tile_size} is too small; use 64 or more", param="--tile-size")
     if (store is None) == (labels is None):
         raise BadInput("give either --labels with --image, or --store", param="--labels")
     if labels is not None and image is None:
@@ -203,10 +253,11 @@ def fit_mapping(
     elif ckpt.get("mapping") and not overwrite:
         raise BadInput(f"{checkpoint} already holds a mapping; pass --overwrite to replace it "
                        "or -o to write a new checkpoint", param="CHECKPOINT")  # fmt: skip
-    head = int(ckpt.get("head", 0)) if head is None else int(head)
-    if not 0 <= head < len(ckpt["n_clusters"]):
-        raise BadInput(f"head {head} does not exist; the model has {len(ckpt['n_clusters'])}",
-                       param="--head")  # fmt: skip
+    ckpt = strip_head(ckpt)
+    n_heads = len(ckpt["n_clusters"])
+    linear = head == "linear"
+    if not linear and head is not None and not 0 <= int(head) < n_heads:
+        raise BadInput(f"head {head} does not exist; the model has {n_heads}", param="--head")
     skip: tuple[int, ...] = ()
     if fill is None and (store is not None or Path(labels).suffix.lower() in VECTOR_SUFFIXES):
         fill, skip = BACKGROUND, (BACKGROUND,)
@@ -217,36 +268,138 @@ def fit_mapping(
     else:
         tiles, n_tiles, found = _image_tiles(
             image, labels, ckpt, column=column, fill=fill or 0, names=names,
-            max_tiles=max_tiles, seed=seed,
+            max_tiles=max_tiles, seed=seed, size=tile_size, nodata=nodata,
         )  # fmt: skip
     if n_tiles == 0:
         raise BadInput("no tile carries a label; check that the labels overlap the image",
                        param="--labels" if store is None else "--store")  # fmt: skip
-    model = model_from_checkpoint(ckpt)
-    k = int(ckpt["n_clusters"][head])
-    total = None
-    for data, valid, lab in progress(tiles, total=n_tiles, desc="map", unit="tile"):
-        probs = predict_array(model, data, valid, tile_size=ckpt.get("tile_size"),
-                              norm=ckpt["norm"], head=head, device=device)  # fmt: skip
-        clusters = probs.argmax(axis=0)
-        part = confusion_matrix(clusters, lab, n_clusters=k, valid=valid)
-        total = add_confusion(total, part)
-    assignment = mapping_from_confusion(total, method)
     table = {**found, **(names or {})}
-    record = mapping_record(assignment, table, head=head, method=method, skip=skip)
+    skip = skip + tuple(v for v, n in table.items() if n == "background" and v not in skip)
+    tiles = list(progress(tiles, total=n_tiles, desc="map", unit="tile"))
+    model = model_from_checkpoint(ckpt)
+    if linear:
+        return _fit_linear(ckpt, model, tiles, table, skip, target=target, seed=seed)
+    heads = range(n_heads) if head is None else [int(head)]
+    best = None
+    for h in heads:
+        total = _confusion(model, ckpt, tiles, h, device)
+        if not total[1:].sum() and not total.sum():
+            continue
+        values = [v for v in range(1, total.shape[1]) if v not in skip and total[:, v].sum()]
+        if method == "iou":
+            assignment, estimates = name_by_iou(total, values, background=skip)
+        else:
+            assignment = mapping_from_confusion(total, method)
+            estimates = {v: _class_iou(total, assignment, v) for v in values}
+        score = float(np.mean(list(estimates.values()))) if estimates else 0.0
+        if best is None or score > best[0]:
+            best = (score, h, total, assignment, estimates)
+    if best is None or not best[4]:
+        raise BadInput("no cluster got a class: the labelled tiles hold no labelled valid "
+                       "pixel", param="--labels")  # fmt: skip
+    _, h, total, assignment, estimates = best
+    record = mapping_record(assignment, table, head=h, method=method, skip=skip)
     if not record["classes"]:
-        named = [v for v in range(1, total.shape[1]) if v not in skip]
-        if not total[:, named].sum():
-            raise BadInput("no cluster got a class: the labelled tiles hold no labelled valid "
-                           "pixel", param="--labels")  # fmt: skip
         raise NoClassFound(
             f"no cluster is mostly a named class in the {n_tiles} labelled tiles (each is mostly "
-            "background); try more --max-tiles, --method hungarian, or a longer training run"
+            "background); use --method iou (the default), more --max-tiles, or --head linear"
         )
+    by_name = {table.get(v, f"class_{v}"): round(iou, 4) for v, iou in estimates.items()}
+    warning = _warn_if_poor(by_name)
     ckpt["mapping"] = record
     save_checkpoint(ckpt, target)
     acc = accuracy(total, assignment)
-    log.info("mapping from %d tiles (%d pixels): %s; accuracy on them %.3f", n_tiles,
-             int(total.sum()), record["classes"], acc)  # fmt: skip
+    log.info("mapping of head %d from %d tiles (%d pixels): %s; accuracy on them %.3f, IoU %s",
+             h, n_tiles, int(total.sum()), record["classes"], acc, by_name)  # fmt: skip
     return {"mapping": record, "tiles": n_tiles, "pixels": int(total.sum()), "accuracy": acc,
-            "confusion": total.tolist(), "output": str(target)}  # fmt: skip
+            "estimated_iou": by_name, "warning": warning, "confusion": total.tolist(),
+            "output": str(target)}  # fmt: skip
+
+
+def _confusion(model, ckpt, tiles, head: int, device: str) -> np.ndarray:
+    """Cluster × label counts of ``head`` over the labelled pixels of ``tiles``."""
+    from geoseg.predict.segment import predict_array
+
+    k = int(ckpt["n_clusters"][head])
+    total = None
+    for data, valid, lab, use in tiles:
+        probs = predict_array(model, data, valid, norm=ckpt["norm"], head=head, device=device)
+        part = confusion_matrix(probs.argmax(axis=0), lab, n_clusters=k, valid=use)
+        total = add_confusion(total, part)
+    return total
+
+
+def _class_iou(confusion: np.ndarray, assignment: np.ndarray, value: int) -> float:
+    """IoU of label ``value`` on the labelled pixels under a cluster → value assignment."""
+    labelled = [v for v in range(1, confusion.shape[1])]
+    pred = confusion[assignment == value][:, labelled].sum()
+    tp = confusion[assignment == value, value].sum()
+    truth = confusion[:, value].sum()
+    union = pred + truth - tp
+    return float(tp / union) if union else 0.0
+
+
+def _warn_if_poor(estimates: dict[str, float]) -> str | None:
+    """A warning (logged and returned) when a class's estimated IoU is below :data:`POOR_IOU`."""
+    poor = {k: v for k, v in estimates.items() if v < POOR_IOU}
+    if not poor:
+        return None
+    text = (
+        "estimated IoU on the labelled tiles is low ("
+        + ", ".join(f"{k} {v:.2f}" for k, v in poor.items())
+        + "): expect a poor class layer; try --head linear, more labelled tiles, or longer training"
+    )
+    log.warning(text)
+    return text
+
+
+def strip_head(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint without a previously fitted few-label head (its extra head entry)."""
+    if not ckpt.get("fewshot"):
+        return ckpt
+    ckpt = dict(ckpt)
+    ckpt.pop("fewshot")
+    ckpt["n_clusters"] = list(ckpt["n_clusters"])[:-1]
+    if "head_names" in ckpt:
+        ckpt["head_names"] = list(ckpt["head_names"])[:-1]
+    ckpt["mapping"] = None
+    return ckpt
+
+
+def _fit_linear(ckpt, model, tiles, table, skip, *, target, seed) -> dict[str, Any]:
+    """Fit the few-label head and store it as one more head, mapped to its class."""
+    from geoseg.checkpoint import save_checkpoint
+    from geoseg.heads.fit import fit_head
+    from geoseg.heads.model import HEAD_NAME
+    from geoseg.io.bands import normalize
+
+    value = _target_class(table, skip)
+    background = sorted({v for v in table if v != value} | set(skip))
+    windows = []
+    for data, valid, lab, use in tiles:
+        x = normalize(data, ckpt["norm"]).astype(np.float32)
+        x[:, ~valid] = 0.0
+        windows.append((x, lab, use))
+    n_pixels = int(sum(((lab == value) | np.isin(lab, background))[use].sum()
+                       for _, lab, use in windows))  # fmt: skip
+    if not any((lab[use] == value).any() for _, lab, use in windows):
+        raise BadInput(f"the labelled tiles hold no {table.get(value, value)} pixel",
+                       param="--labels")  # fmt: skip
+    try:
+        record = fit_head(model, windows, target=value, background=background,
+                          cluster_heads=range(len(ckpt["n_clusters"])), seed=seed)  # fmt: skip
+    except ValueError as exc:
+        raise BadInput(f"cannot fit a head: {exc}", param="--labels") from exc
+    name = table.get(value, "building")
+    ckpt["fewshot"] = record
+    ckpt["n_clusters"] = list(ckpt["n_clusters"]) + [2]
+    if "head_names" in ckpt:
+        ckpt["head_names"] = list(ckpt["head_names"]) + [HEAD_NAME]
+    ckpt["mapping"] = {"head": len(ckpt["n_clusters"]) - 1, "method": "linear",
+                       "classes": {name: [1]}, "class_ids": {name: int(value)}}  # fmt: skip
+    save_checkpoint(ckpt, target)
+    by_name = {name: round(record["estimated_iou"], 4)}
+    warning = _warn_if_poor(by_name)
+    return {"mapping": ckpt["mapping"], "tiles": len(windows), "pixels": n_pixels,
+            "accuracy": None, "estimated_iou": by_name, "warning": warning,
+            "confusion": None, "output": str(target)}  # fmt: skip

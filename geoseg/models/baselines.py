@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geoseg.models.pyramid import n_features as pyramid_features
+from geoseg.models.pyramid import pyramid
+
 log = logging.getLogger(__name__)
 
 
@@ -34,6 +37,9 @@ class KMeansSegmenter(nn.Module):
         texture: append local mean and std of each band (box filter) to the pixel features, so
             smooth roofs and textured trees separate even when their colours overlap.
         texture_window: box filter size (odd, pixels).
+        pyramid: cluster the multi-scale feature pyramid (:mod:`geoseg.models.pyramid`)
+            instead; buildings differ from roads and shadows by their context at the scale of
+            a building, which a pixel's colour and a 5 px window do not see.
     """
 
     head_names = ["main"]
@@ -45,17 +51,23 @@ class KMeansSegmenter(nn.Module):
         n_clusters: list[int],
         texture: bool = False,
         texture_window: int = 5,
+        pyramid: bool = False,
     ):
         super().__init__()
         self.in_channels = in_channels
         self.n_clusters = list(n_clusters)[:1]
         self.texture = texture
         self.texture_window = texture_window
+        self.pyramid = pyramid
         n_features = in_channels * (3 if texture else 1)
+        if pyramid:
+            n_features = pyramid_features(in_channels)
         self.register_buffer("centroids", torch.zeros(self.n_clusters[0], n_features))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel features (B, F, H, W) of a normalised batch."""
+        if self.pyramid:
+            return pyramid(x)
         if not self.texture:
             return x
         pad = self.texture_window // 2
@@ -143,6 +155,7 @@ def build_baseline(
             n_clusters,
             texture=bool(model_cfg.get("texture", False)),
             texture_window=int(model_cfg.get("texture_window", 5)),
+            pyramid=bool(model_cfg.get("pyramid", False)),
         )
     if method == "kanezaki":
         return KanezakiNet(in_channels, n_clusters, layers=int(model_cfg.get("layers", 2)))

@@ -320,7 +320,7 @@ def predict(
         model_count=ckpt.get("band_count"), explicit=bands, name=str(raster),
     )  # fmt: skip
     tiles = TileGrid.for_prediction(
-        tile_size or ckpt.crop_size or DEFAULT_TILE_SIZE,
+        tile_size or ckpt.predict_tile or DEFAULT_TILE_SIZE,
         overlap,
         int(getattr(net, "size_multiple", 1)),
     )

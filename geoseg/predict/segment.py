@@ -107,7 +107,7 @@ def predict_array(
     head = int(ckpt.get("head", 0)) if head is None else head
     height, width = image.shape[1:]
     multiple = int(getattr(model, "size_multiple", 1))
-    crop = ckpt.crop_size if ckpt else None
+    crop = ckpt.predict_tile if ckpt else None
     default = crop or -(-max(height, width) // multiple) * multiple
     grid = TileGrid.for_prediction(tile_size or int(default), overlap, multiple)
     dev = resolve_device(device)

@@ -110,7 +110,11 @@ def model_spec(cfg: TrainConfig, in_channels: int) -> dict[str, Any]:
     """``build_model`` kwargs for this config (what the checkpoint stores under ``model``)."""
     if cfg.method == "kmeans":
         b = cfg.baseline
-        model_cfg = {"texture": b.texture, "texture_window": b.texture_window}
+        model_cfg = {
+            "texture": b.texture,
+            "texture_window": b.texture_window,
+            "pyramid": b.pyramid,
+        }
         return {
             "method": "kmeans",
             "model_cfg": model_cfg,

@@ -1,0 +1,1 @@
+"""Few-label heads: a small classifier on frozen unsupervised features, stored in the checkpoint."""

@@ -1,0 +1,1 @@
+"""Object-level refinement of per-pixel class probabilities (superpixels)."""
