@@ -69,8 +69,22 @@ from geoseg.cli.options import device_opt, label_column_opt, names_opt, overwrit
 )
 @device_opt
 @overwrite_opt
-def cli(checkpoint, labels, image, store, max_tiles, method, names, column, fill, head, seed,
-        output, device, overwrite):  # fmt: skip
+def cli(
+    checkpoint,
+    labels,
+    image,
+    store,
+    max_tiles,
+    method,
+    names,
+    column,
+    fill,
+    head,
+    seed,
+    output,
+    device,
+    overwrite,
+):
     """Learn a cluster→class mapping for CHECKPOINT from a few labelled tiles.
 
     The mapping is stored in the checkpoint, so `geoseg predict` then writes one raster and
@@ -81,14 +95,29 @@ def cli(checkpoint, labels, image, store, max_tiles, method, names, column, fill
     from geoseg.io.labels import parse_names
 
     result = fit_mapping(
-        checkpoint, labels=labels, image=image, store=store, max_tiles=max_tiles,
-        method=method, names=parse_names(names), column=column, fill=fill, head=head,
-        output=output, overwrite=overwrite, seed=seed, device=device,
-    )  # fmt: skip
+        checkpoint,
+        labels=labels,
+        image=image,
+        store=store,
+        max_tiles=max_tiles,
+        method=method,
+        names=parse_names(names),
+        column=column,
+        fill=fill,
+        head=head,
+        output=output,
+        overwrite=overwrite,
+        seed=seed,
+        device=device,
+    )
     mapping = result["mapping"]
-    click.echo(f"{result['tiles']} labelled tiles, {result['pixels']} pixels, "
-               f"{mapping['method']} mapping of head {mapping['head']}:")  # fmt: skip
+    click.echo(
+        f"{result['tiles']} labelled tiles, {result['pixels']} pixels, "
+        f"{mapping['method']} mapping of head {mapping['head']}:"
+    )
     for name, clusters in mapping["classes"].items():
-        click.echo(f"  {name} (value {mapping['class_ids'][name]}): clusters "
-                   f"{', '.join(map(str, clusters))}")  # fmt: skip
+        click.echo(
+            f"  {name} (value {mapping['class_ids'][name]}): clusters "
+            f"{', '.join(map(str, clusters))}"
+        )
     click.echo(f"pixel accuracy on those tiles {result['accuracy']:.4f}; saved {result['output']}")

@@ -38,9 +38,15 @@ _ALIASES = {
 
 #: GDAL colour interpretations that name a band (gray/undefined/palette say nothing)
 _COLOUR_NAMES = {
-    "red": "red", "green": "green", "blue": "blue", "alpha": "alpha",
-    "cyan": "cyan", "magenta": "magenta", "yellow": "yellow", "black": "black",
-}  # fmt: skip
+    "red": "red",
+    "green": "green",
+    "blue": "blue",
+    "alpha": "alpha",
+    "cyan": "cyan",
+    "magenta": "magenta",
+    "yellow": "yellow",
+    "black": "black",
+}
 
 
 def file_band_labels(src: Any) -> tuple[str | None, ...]:
@@ -211,8 +217,10 @@ def match_bands(
         if model_dtype and raster_dtype != model_dtype:
             log.warning(
                 "%s holds %s pixels but the model was trained on %s: mapped by --bands as asked",
-                name, raster_dtype, model_dtype,
-            )  # fmt: skip
+                name,
+                raster_dtype,
+                model_dtype,
+            )
         return picked
     if model_dtype and raster_dtype != model_dtype:
         raise BadInput(

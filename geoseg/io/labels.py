@@ -22,10 +22,22 @@ from geoseg.paths import check_input
 log = logging.getLogger(__name__)
 
 #: ISPRS 2D labelling benchmark: label value → name, and the colour code of its label images
-ISPRS_NAMES = {1: "impervious", 2: "building", 3: "low_vegetation", 4: "tree", 5: "car",
-               6: "clutter"}  # fmt: skip
-ISPRS_COLOURS = {(255, 255, 255): 1, (0, 0, 255): 2, (0, 255, 255): 3, (0, 255, 0): 4,
-                 (255, 255, 0): 5, (255, 0, 0): 6}  # fmt: skip
+ISPRS_NAMES = {
+    1: "impervious",
+    2: "building",
+    3: "low_vegetation",
+    4: "tree",
+    5: "car",
+    6: "clutter",
+}
+ISPRS_COLOURS = {
+    (255, 255, 255): 1,
+    (0, 0, 255): 2,
+    (0, 255, 255): 3,
+    (0, 255, 0): 4,
+    (255, 255, 0): 5,
+    (255, 0, 0): 6,
+}
 #: ISPRS class name → label value (the tile store's ``label_classes``)
 ISPRS_CLASSES = {name: value for value, name in ISPRS_NAMES.items()}
 
@@ -116,8 +128,12 @@ class Grid:
     @classmethod
     def of(cls, dataset) -> Grid:
         georef = dataset.crs is not None
-        return cls(dataset.width, dataset.height, dataset.crs if georef else None,
-                   dataset.transform if georef else None)  # fmt: skip
+        return cls(
+            dataset.width,
+            dataset.height,
+            dataset.crs if georef else None,
+            dataset.transform if georef else None,
+        )
 
 
 class LabelSource:
@@ -155,30 +171,33 @@ class LabelSource:
             raise BadInput("vector labels need a georeferenced prediction raster", param=self.param)
         frame = gpd.read_file(self.path)
         if frame.crs is None:
-            raise BadInput(f"{self.path.name} has no CRS; set it (e.g. ogr2ogr -a_srs)",
-                           param=self.param)  # fmt: skip
+            raise BadInput(
+                f"{self.path.name} has no CRS; set it (e.g. ogr2ogr -a_srs)", param=self.param
+            )
         frame = frame[~frame.geometry.is_empty & frame.geometry.notna()].to_crs(self.grid.crs)
         if column is None:
             values = np.ones(len(frame), np.uint8)
             self.names = {1: "building"}
         elif column not in frame.columns:
             cols = ", ".join(c for c in frame.columns if c != "geometry")
-            raise BadInput(f"{self.path.name} has no column {column!r}; columns: {cols}",
-                           param="--column")  # fmt: skip
+            raise BadInput(
+                f"{self.path.name} has no column {column!r}; columns: {cols}", param="--column"
+            )
         else:
             values = np.asarray(frame[column])
             if not np.issubdtype(values.dtype, np.number):
                 # class names in the column: values 1..n in name order, the names kept
                 classes = sorted({str(v) for v in values})
                 if len(classes) > 254:
-                    raise BadInput(f"column {column!r} holds {len(classes)} names; at most 254",
-                                   param="--column")  # fmt: skip
+                    raise BadInput(
+                        f"column {column!r} holds {len(classes)} names; at most 254",
+                        param="--column",
+                    )
                 self.names = {i: name for i, name in enumerate(classes, start=1)}
                 values = np.searchsorted(classes, values.astype(str)) + 1
             values = values.astype(np.int64)
             if values.min(initial=1) < 1 or values.max(initial=1) > 255:
-                raise BadInput(f"column {column!r} values must be within 1..255",
-                               param="--column")  # fmt: skip
+                raise BadInput(f"column {column!r} values must be within 1..255", param="--column")
         self._geoms = shapely.make_valid(frame.geometry.values.to_numpy())
         self._values = values.astype(np.uint8)
         self._tree = shapely.STRtree(self._geoms)
@@ -199,12 +218,20 @@ class LabelSource:
             self.names = {1: "building"}
         georef = src.crs is not None and self.grid.crs is not None
         same = (src.width, src.height) == (self.grid.width, self.grid.height)
-        if georef and not (same and src.crs == self.grid.crs and
-                           src.transform.almost_equals(self.grid.transform)):  # fmt: skip
-            src = self._stack.enter_context(WarpedVRT(
-                src, crs=self.grid.crs, transform=self.grid.transform, width=self.grid.width,
-                height=self.grid.height, resampling=Resampling.nearest, nodata=src.nodata or 0,
-            ))  # fmt: skip
+        if georef and not (
+            same and src.crs == self.grid.crs and src.transform.almost_equals(self.grid.transform)
+        ):
+            src = self._stack.enter_context(
+                WarpedVRT(
+                    src,
+                    crs=self.grid.crs,
+                    transform=self.grid.transform,
+                    width=self.grid.width,
+                    height=self.grid.height,
+                    resampling=Resampling.nearest,
+                    nodata=src.nodata or 0,
+                )
+            )
             log.info("labels reprojected onto the prediction grid (nearest)")
         elif not georef and not same:
             raise BadInput(
@@ -227,8 +254,10 @@ class LabelSource:
         if self._nodata is not None:
             out[data == self._nodata] = 0
         if out.max(initial=0) > 255 or out.min(initial=0) < 0:
-            raise BadInput(f"{self.path.name} holds values outside 0..255; labels are class ids",
-                           param=self.param)  # fmt: skip
+            raise BadInput(
+                f"{self.path.name} holds values outside 0..255; labels are class ids",
+                param=self.param,
+            )
         return out.astype(np.uint8)
 
     def _rasterize(self, window) -> np.ndarray:
@@ -242,9 +271,11 @@ class LabelSource:
             return np.full(shape, self.fill, np.uint8)
         return rasterize(
             zip(self._geoms[np.sort(hits)], self._values[np.sort(hits)], strict=True),
-            out_shape=shape, transform=transform(window, self.grid.transform),
-            fill=self.fill, dtype="uint8",
-        )  # fmt: skip
+            out_shape=shape,
+            transform=transform(window, self.grid.transform),
+            fill=self.fill,
+            dtype="uint8",
+        )
 
     def close(self) -> None:
         self._stack.close()

@@ -37,11 +37,16 @@ SPACENET_LABELS = ("geojson/buildings", "geojson_buildings", "geojson/spacenet-b
 
 #: Suffix of a single-band file → (position in the stack, band name).
 _STACK_BANDS = {
-    "r": (0, "red"), "red": (0, "red"),
-    "g": (1, "green"), "green": (1, "green"),
-    "b": (2, "blue"), "blue": (2, "blue"),
-    "n": (3, "nir"), "nir": (3, "nir"), "ir": (3, "nir"),
-}  # fmt: skip
+    "r": (0, "red"),
+    "red": (0, "red"),
+    "g": (1, "green"),
+    "green": (1, "green"),
+    "b": (2, "blue"),
+    "blue": (2, "blue"),
+    "n": (3, "nir"),
+    "nir": (3, "nir"),
+    "ir": (3, "nir"),
+}
 _STACK_RE = re.compile(r"^(?P<stem>.+)[-_](?P<band>r|g|b|n|red|green|blue|nir|ir)$", re.IGNORECASE)
 _SPACENET_ID = re.compile(r"(AOI_.*?img\d+)", re.IGNORECASE)
 _POTSDAM_ID = re.compile(r"potsdam_(\d+_\d+)", re.IGNORECASE)
@@ -149,9 +154,11 @@ def _plain(files: Sequence[Path]) -> list[Scene]:
 
 
 def _spacenet(root: Path) -> list[Scene]:
-    aois = [root] if _spacenet_imagery(root) else sorted(
-        d for d in root.iterdir() if d.is_dir() and _spacenet_imagery(d)
-    )  # fmt: skip
+    aois = (
+        [root]
+        if _spacenet_imagery(root)
+        else sorted(d for d in root.iterdir() if d.is_dir() and _spacenet_imagery(d))
+    )
     scenes = []
     for aoi in aois:
         imagery = _spacenet_imagery(aoi)

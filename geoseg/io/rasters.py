@@ -190,8 +190,11 @@ class StackReader:
         self.src = first = self.datasets[0]
         for ds in self.datasets[1:]:
             if (ds.width, ds.height, ds.transform, ds.crs) != (
-                first.width, first.height, first.transform, first.crs,
-            ):  # fmt: skip
+                first.width,
+                first.height,
+                first.transform,
+                first.crs,
+            ):
                 self.close()
                 raise BadInput(
                     f"{ds.name} is not on the grid of {first.name}; a band stack needs one grid",

@@ -576,14 +576,26 @@ def tile(
     for i, scene in enumerate(scenes):
         s = sources[i]
         lanes += _plan_strips(
-            i, s["height"], s["width"], tile_size, overlap, block_rows=_block_rows(scene),
-            first_index=first_index, lanes_min=_cores(),
-        )  # fmt: skip
+            i,
+            s["height"],
+            s["width"],
+            tile_size,
+            overlap,
+            block_rows=_block_rows(scene),
+            first_index=first_index,
+            lanes_min=_cores(),
+        )
         first_index += len(tile_windows(s["height"], s["width"], tile_size, overlap))
     job = {
-        "scenes": scenes, "bands": band_list, "nodata": nodata, "tile_size": tile_size,
-        "url": url, "labels": label_info, "token": token, "write": None,
-    }  # fmt: skip
+        "scenes": scenes,
+        "bands": band_list,
+        "nodata": nodata,
+        "tile_size": tile_size,
+        "url": url,
+        "labels": label_info,
+        "token": token,
+        "write": None,
+    }
     area = tile_size * tile_size
     attrs = {
         "params": params,

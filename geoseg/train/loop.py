@@ -106,8 +106,16 @@ def train(
     check_run_output(output, store, overwrite=overwrite, resume=resume)
     work = work_folder(output, overwrite=overwrite, resume=resume)
     try:
-        best = _run(store, work, config=config, overrides=overrides, method=method,
-                    resume=resume, device=device, overwrite=overwrite)  # fmt: skip
+        best = _run(
+            store,
+            work,
+            config=config,
+            overrides=overrides,
+            method=method,
+            resume=resume,
+            device=device,
+            overwrite=overwrite,
+        )
     except BaseException:
         if work != output:
             remove(work)

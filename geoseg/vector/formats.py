@@ -97,10 +97,15 @@ def write_layers(
         for i, (name, frame) in enumerate(layers.items()):
             frame = frame.set_geometry(shapely.force_2d(frame.geometry.values.to_numpy()))
             pyogrio.write_dataframe(
-                frame, tmp, layer=name, driver="GPKG", geometry_type="MultiPolygon",
-                promote_to_multi=True, append=i > 0,
+                frame,
+                tmp,
+                layer=name,
+                driver="GPKG",
+                geometry_type="MultiPolygon",
+                promote_to_multi=True,
+                append=i > 0,
                 **({} if i else {"dataset_options": {"VERSION": GPKG_VERSION}}),
-            )  # fmt: skip
+            )
         if styles:
             rows = pd.DataFrame(
                 {

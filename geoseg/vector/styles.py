@@ -110,19 +110,34 @@ def write_class_style(tif_path: str | Path, name: str, *, rgba=CLASS_RGBA) -> Pa
     tif_path = Path(tif_path)
     root = _root()
     pipe = ET.SubElement(root, "pipe")
-    renderer = ET.SubElement(pipe, "rasterrenderer", type="paletted", band="1", opacity="1",
-                             alphaBand="-1", nodataColor="")  # fmt: skip
+    renderer = ET.SubElement(
+        pipe,
+        "rasterrenderer",
+        type="paletted",
+        band="1",
+        opacity="1",
+        alphaBand="-1",
+        nodataColor="",
+    )
     transparency = ET.SubElement(renderer, "rasterTransparency")
     pixels = ET.SubElement(transparency, "singleValuePixelList")
     for value in (0, 255):
-        ET.SubElement(pixels, "pixelListEntry", min=str(value), max=str(value),
-                      percentTransparent="100")  # fmt: skip
+        ET.SubElement(
+            pixels, "pixelListEntry", min=str(value), max=str(value), percentTransparent="100"
+        )
     entries = ET.SubElement(renderer, "colorPalette")
     r, g, b, a = rgba
-    ET.SubElement(entries, "paletteEntry", value="0", color="#000000", alpha="0",
-                  label=f"not {name}")  # fmt: skip
-    ET.SubElement(entries, "paletteEntry", value="1", color=f"#{r:02x}{g:02x}{b:02x}",
-                  alpha=str(a), label=name)  # fmt: skip
+    ET.SubElement(
+        entries, "paletteEntry", value="0", color="#000000", alpha="0", label=f"not {name}"
+    )
+    ET.SubElement(
+        entries,
+        "paletteEntry",
+        value="1",
+        color=f"#{r:02x}{g:02x}{b:02x}",
+        alpha=str(a),
+        label=name,
+    )
     ET.SubElement(pipe, "brightnesscontrast", brightness="0", contrast="0", gamma="1")
     ET.SubElement(pipe, "rasterresampler", maxOversampling="2")
     ET.SubElement(root, "blendMode").text = "0"
@@ -156,8 +171,14 @@ def write_class_table(
         ET.SubElement(categories, "Category").text = names.get(value, "")
     table = ET.SubElement(band, "GDALRasterAttributeTable", tableType="thematic")
     # GDAL field types: 0 integer, 2 string; usages: 5 min-max (the value), 2 name, 6-9 RGBA
-    fields = [("Value", 0, 5), ("Class", 2, 2), ("Red", 0, 6), ("Green", 0, 7), ("Blue", 0, 8),
-              ("Alpha", 0, 9)]  # fmt: skip
+    fields = [
+        ("Value", 0, 5),
+        ("Class", 2, 2),
+        ("Red", 0, 6),
+        ("Green", 0, 7),
+        ("Blue", 0, 8),
+        ("Alpha", 0, 9),
+    ]
     for i, (field, kind, usage) in enumerate(fields):
         defn = ET.SubElement(table, "FieldDefn", index=str(i))
         ET.SubElement(defn, "Name").text = field
