@@ -74,3 +74,17 @@ def test_fingerprint_sees_size_mtime_and_pixels(scene, tmp_path):
     os.utime(scene, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     c = fingerprint(scene)
     assert c["hash"] == b["hash"] and c != b
+
+
+def test_train_resume_on_a_changed_store_is_refused(fixtures, tmp_path):
+    """The store re-tiled from other pixels under the same path: --resume would mix them."""
+    store, run = tmp_path / "s.zarr", tmp_path / "run"
+    assert geoseg("tile", fixtures["rgbn"], "-o", store, "--tile-size", 64).code == 0
+    keys = ("model.width=0.125", "data.crop_size=32", "schedule.steps=2",
+            "schedule.eval_batches=1", "n_over_clusters=0")  # fmt: skip
+    sets = [a for kv in keys for a in ("--set", kv)]
+    assert geoseg("train", store, "-o", run, *sets).code == 0
+    other = write_raster(tmp_path / "other.tif", (read(fixtures["rgbn"]) // 2).astype(np.uint8))
+    assert geoseg("tile", other, "-o", store, "--tile-size", 64, "--overwrite").code == 0
+    r = geoseg("train", store, "-o", run, "--resume", "--set", "schedule.steps=4")
+    assert_refused(r, "changed since the run was started", "--overwrite")

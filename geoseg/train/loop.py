@@ -195,6 +195,16 @@ def _run(
             "resume on the same store",
             param="STORE",
         )
+    if ckpt is not None and not all(
+        math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
+        for k in ("mean", "std", "p2", "p98")
+        for a, b in zip(ckpt["norm"][k], store.stats[k], strict=True)
+    ):  # a store re-tiled from other pixels under the same path: resuming would mix them
+        raise BadInput(
+            f"{store.url} changed since the run was started (other band statistics); "
+            "use --overwrite to train again from the start",
+            param="STORE",
+        )
     seed_everything(cfg.seed)
     model = build_from_spec(model_spec(cfg, len(store.bands))).to(dev)
     sampler = CropSampler(
