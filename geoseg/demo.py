@@ -93,6 +93,7 @@ def demo(
     from geoseg.predict.raster import predict
     from geoseg.tiles.writer import tile
     from geoseg.train.loop import train
+    from geoseg.vector.project import write_prediction_project
 
     output = check_output(output, overwrite=overwrite, param="--output")
     if output.exists():
@@ -151,6 +152,7 @@ def demo(
     result = score(vector, labels, min_area=MIN_AREA_M2, truth_filter="label=1")
     result.write_layers(output / "score_layers.gpkg")
     done("score")
+    project = write_prediction_project(written, image, score_layers=output / "score_layers.gpkg")
 
     quicklook = output / "quicklook.png"
     write_quicklook(image, written["clusters"], building, labels, quicklook)
@@ -158,7 +160,12 @@ def demo(
     paths.update(
         store=str(store.url), checkpoint=str(best), quicklook=str(quicklook), buildings=str(vector)
     )
-    return {"paths": paths, "score": result.total, "mapping": mapping, "seconds": seconds}
+    paths["qgis-project"] = str(project)
+    # the plain command that reproduces the printed score (same filter, same area in m²)
+    command = (f"geoseg score {vector} {labels} --truth-filter label=1 "
+               f"--min-area {MIN_AREA_M2!r}m2")  # fmt: skip
+    return {"paths": paths, "score": result.total, "mapping": mapping, "seconds": seconds,
+            "score_command": command}  # fmt: skip
 
 
 def _empty_buildings(clusters: Path) -> Path:

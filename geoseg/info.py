@@ -21,6 +21,8 @@ def describe(path: str | Path, *, stats: bool = True) -> dict:
     if text.rstrip("/").endswith(".zarr") or (Path(text) / "zarr.json").exists():
         from geoseg.tiles.store import describe_store
 
+        if "://" not in text and not Path(text).exists():  # named as in `geoseg info --help`
+            raise BadInput(f"{text} does not exist; check the path", param="INPUT")
         return describe_store(text)
     import rasterio
 
@@ -52,7 +54,7 @@ def describe(path: str | Path, *, stats: bool = True) -> dict:
                     raise BadInput(
                         f"{text} band {i} cannot be read (GDAL statistics min {s.min:g} > max "
                         f"{s.max:g}); the file is damaged: copy or export it again",
-                        param="PATH",
+                        param="INPUT",
                     )
                 band.update(min=s.min, max=s.max, mean=s.mean, std=s.std)
             info["bands"].append(band)

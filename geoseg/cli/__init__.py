@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
+from pathlib import Path
 
 import click
 
@@ -52,10 +54,58 @@ class LazyGroup(click.Group):
         module = importlib.import_module(COMMANDS[name][0])
         return module.cli
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Accept ``-v``/``-q`` after the subcommand too, and catch ``--bands`` with spaces."""
+        args = _global_flags_first(list(args))
+        _check_band_list(args)
+        return super().parse_args(ctx, args)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+_GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+_BAND_WORD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$|^[0-9]+$")
+
+
+def _is_global_flag(arg: str) -> bool:
+    return arg in _GLOBAL_FLAGS or (len(arg) > 1 and arg[0] == "-" and set(arg[1:]) == {"v"})
+
+
+def _global_flags_first(args: list[str]) -> list[str]:
+    """Move ``-v``/``-vv``/``-q`` given after the subcommand in front of it.
+
+    They are group options, so click only accepts them before the subcommand; users type
+    them anywhere (``geoseg predict ... -v``). Nothing after ``--`` is moved.
+    """
+    command = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+    if command is None:
+        return args
+    end = args.index("--") if "--" in args else len(args)
+    moved = [a for a in args[command + 1 : end] if _is_global_flag(a)]
+    if not moved:
+        return args
+    rest = [a for a in args[command + 1 : end] if not _is_global_flag(a)]
+    return [*args[:command], *moved, args[command], *rest, *args[end:]]
+
+
+def _check_band_list(args: list[str]) -> None:
+    """``--bands red green blue``: the extra names would become inputs ("green does not
+    exist"); say what was meant instead."""
+    if "--bands" not in args:
+        return
+    i = args.index("--bands")
+    words = []
+    for arg in args[i + 1 :]:
+        if arg.startswith("-") or not _BAND_WORD.match(arg) or Path(arg).exists():
+            break
+        words.append(arg)
+    if len(words) > 1:
+        raise click.UsageError(
+            f"--bands: separate bands with commas, not spaces: --bands {','.join(words)}"
+        )
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

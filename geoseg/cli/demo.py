@@ -33,6 +33,11 @@ def cli(output: str, overrides: tuple[str, ...], device: str, overwrite: bool) -
         f"{total['recall']:>7.3f} {total['f1']:>6.3f}"
     )
     click.echo("  seconds: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()))
-    for role in ("clusters", "building", "buildings", "quicklook", "checkpoint"):
+    click.echo(f"  reproduce: {result['score_command']}")
+    from geoseg.report.page import report
+
+    paths["report"] = str(report(output, overwrite=True))
+    for role in ("clusters", "building", "buildings", "quicklook", "checkpoint", "qgis-project",
+                 "report"):  # fmt: skip
         if role in paths:
             click.echo(f"  {role:<16} {paths[role]}")

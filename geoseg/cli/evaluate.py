@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from geoseg.cli.options import label_column_opt, names_opt, overwrite_opt
+from geoseg.cli.options import json_opt, label_column_opt, names_opt, overwrite_opt, write_json
 
 
 def format_metrics(result: dict) -> str:
@@ -54,13 +52,7 @@ def format_metrics(result: dict) -> str:
     default=None,
     help="Write the confusion matrix as CSV.",
 )
-@click.option(
-    "--json",
-    "json_path",
-    default=None,
-    metavar="PATH|-",
-    help="Write the metrics as JSON ('-' for stdout only).",
-)
+@json_opt
 @overwrite_opt
 def cli(pred, labels, merge, method, names, column, fill, confusion_csv, json_path, overwrite):
     """Pixel metrics of a cluster/class raster PRED against LABELS.
@@ -75,12 +67,6 @@ def cli(pred, labels, merge, method, names, column, fill, confusion_csv, json_pa
     result = evaluate(pred, labels, merge=merge, method=method, names=parse_names(names),
                       column=column, fill=fill, confusion_csv=confusion_csv,
                       overwrite=overwrite)  # fmt: skip
-    if json_path == "-":
-        click.echo(json.dumps(result, indent=2))
+    if write_json(json_path, result, overwrite=overwrite):
         return
-    if json_path:
-        from geoseg.paths import atomic_output
-
-        with atomic_output(json_path, overwrite=overwrite, param="--json") as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
     click.echo(format_metrics(result))

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from geoseg.cli.options import json_opt, overwrite_opt, write_json
 
 
 @click.command(name="info")
-@click.argument("path")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.argument("path", metavar="INPUT")
+@json_opt
 @click.option("--no-stats", is_flag=True, help="Skip per-band statistics (faster on big rasters).")
-def cli(path: str, as_json: bool, no_stats: bool) -> None:
-    """Print bands, dtype, size, CRS, resolution, nodata and per-band statistics of PATH."""
+@overwrite_opt
+def cli(path: str, json_path: str | None, no_stats: bool, overwrite: bool) -> None:
+    """Print bands, dtype, size, CRS, resolution, nodata and per-band statistics of INPUT.
+
+    INPUT is a raster (any GDAL format or URL) or a tile store (*.zarr).
+    """
     from geoseg.info import describe
 
     info = describe(path, stats=not no_stats)
-    if as_json:
-        click.echo(json.dumps(info, indent=2, default=str))
+    if write_json(json_path, info, overwrite=overwrite):
         return
     click.echo(_table(info))
 

@@ -14,15 +14,25 @@ bands_opt = click.option(
     "--bands",
     default=None,
     metavar="LIST",
-    help="Bands by 1-based index or name, comma separated (e.g. 1,2,3,7 or red,green,blue,nir).",
+    help="Bands by 1-based index or name, comma separated (e.g. 1,2,3,7 or red,green,blue,nir)."
+    "  [default: every band]",
 )
 
 tile_size_opt = click.option(
-    "--tile-size", type=click.IntRange(16, 8192), default=None, help="Tile edge in pixels."
+    "--tile-size",
+    type=click.IntRange(16, 8192),
+    default=None,
+    metavar="PX",
+    help="Tile edge in pixels.  [default: 256 for tile; the training crop size for predict]",
 )
 
 overlap_opt = click.option(
-    "--overlap", type=click.IntRange(0, 4096), default=None, help="Overlap between tiles in pixels."
+    "--overlap",
+    type=click.IntRange(0, 4096),
+    default=None,
+    metavar="PX",
+    help="Overlap between neighbouring tiles in pixels.  [default: 32 for tile (a quarter of "
+    "tiles under 128 px); tile size / 8 for predict]",
 )
 
 device_opt = click.option(
@@ -61,7 +71,8 @@ nodata_opt = click.option(
     callback=_parse_nodata,
     default=None,
     metavar="NUMBER|nan|none",
-    help="Override the source nodata value ('none' ignores the declared one).",
+    help="Override the source nodata value ('none' ignores the declared one).  [default: the "
+    "file's own nodata, or its mask]",
 )
 
 
@@ -103,7 +114,8 @@ _polygon_options = (
         type=click.FloatRange(min=0),
         default=None,
         metavar="M2",
-        help="Fill only holes smaller than this, in square metres.",
+        help="Fill only holes smaller than this, in square metres.  [default: no limit with "
+        "--fill-holes, else no filling]",
     ),
     click.option(
         "--regularize",
@@ -130,3 +142,36 @@ def polygon_kwargs(
         "fill_holes": max_hole if max_hole is not None else fill_holes,
         "regularize": regularize,
     }
+
+
+json_opt = click.option(
+    "--json",
+    "json_path",
+    is_flag=False,
+    flag_value="-",
+    default=None,
+    metavar="[FILE]",
+    help="Write the results as JSON to FILE (the table is still printed), or to stdout "
+    "instead of the table when given alone or as '-'.",
+)
+
+
+def write_json(json_path: str | None, data, *, overwrite: bool) -> bool:
+    """Write ``data`` as ``--json`` asks (see :data:`json_opt`); True when it went to stdout.
+
+    One grammar for every command: bare ``--json`` (or ``--json -``) prints JSON instead of
+    the table, ``--json FILE`` writes FILE atomically and the table is still printed.
+    """
+    import json
+
+    if json_path is None:
+        return False
+    text = json.dumps(data, indent=2, default=str)
+    if json_path == "-":
+        click.echo(text)
+        return True
+    from geoseg.paths import atomic_output
+
+    with atomic_output(json_path, overwrite=overwrite, param="--json") as tmp:
+        tmp.write_text(text + "\n")
+    return False

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
-from geoseg.cli.options import overwrite_opt
+from geoseg.cli.options import json_opt, overwrite_opt, write_json
+
+_AREA = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(px2?|px²|m2|m²)?\s*$")
+
+
+def _parse_area(ctx: click.Context, param: click.Parameter, value: str):
+    """``20`` → (20.0, None); ``20px`` → (20.0, "px"); ``2m2`` / ``2m²`` → (2.0, "m2")."""
+    found = _AREA.match(str(value))
+    if not found:
+        raise click.BadParameter(f"{value!r} is not an area; use e.g. 20px or 2m2")
+    unit = found.group(2)
+    return float(found.group(1)), None if unit is None else (
+        "px" if unit.startswith("px") else "m2"
+    )
 
 
 def _write_text(path: str, text: str, *, overwrite: bool, param: str) -> None:
@@ -58,11 +73,20 @@ def format_table(result, *, per_image: bool = False) -> str:
 )
 @click.option(
     "--min-area",
-    type=float,
-    default=20.0,
+    callback=_parse_area,
+    default="20",
     show_default=True,
-    help="Drop smaller polygons first: px² for SpaceNet CSV, m² for georeferenced "
-    "files (truth kept if >=, proposals if >).",
+    metavar="AREA[px|m2]",
+    help="Drop smaller polygons first (truth kept if >=, proposals if >), e.g. 20px or "
+    "2m2. A bare number keeps its historical meaning: px² on SpaceNet CSVs, m² on "
+    "georeferenced files; px on georeferenced files needs --image.",
+)
+@click.option(
+    "--image",
+    type=click.Path(),
+    default=None,
+    help="The scored image: truth outside its footprint is clipped away (not counted as "
+    "missed), and its pixel size converts px areas.",
 )
 @click.option(
     "--pred-filter",
@@ -77,24 +101,15 @@ def format_table(result, *, per_image: bool = False) -> str:
     help="Only use truth polygons where COLUMN equals VALUE (e.g. label=1).",
 )
 @click.option("--per-image", is_flag=True, help="Also list every image in the table.")
-@click.option(
-    "--json",
-    "json_path",
-    is_flag=False,
-    flag_value="-",
-    default=None,
-    metavar="[PATH]",
-    help="Write total, per-AOI and per-image results as JSON to PATH, or to stdout (instead "
-    "of the table) when no PATH or '-' is given.",
-)
+@json_opt
 @click.option(
     "--csv",
     "csv_path",
     is_flag=False,
     flag_value="-",
     default=None,
-    metavar="[PATH]",
-    help="Write the per-image table as CSV to PATH, or to stdout when no PATH or '-' is given.",
+    metavar="[FILE]",
+    help="Write the per-image table as CSV to FILE, or to stdout when given alone or as '-'.",
 )
 @click.option(
     "--layers",
@@ -108,6 +123,7 @@ def cli(
     truth,
     iou_threshold,
     min_area,
+    image,
     pred_filter,
     truth_filter,
     per_image,
@@ -129,14 +145,16 @@ def cli(
         pred,
         truth,
         iou_threshold=iou_threshold,
-        min_area=min_area,
+        min_area=min_area[0],
+        area_unit=min_area[1],
+        image=image,
         pred_filter=pred_filter,
         truth_filter=truth_filter,
     )
     if layers:
         result.write_layers(layers, overwrite=overwrite)
     if json_path:
-        _write_text(json_path, result.to_json(), overwrite=overwrite, param="--json")
+        write_json(json_path, result.to_dict(), overwrite=overwrite)
     if csv_path:
         _write_text(
             csv_path, result.per_image.to_csv(index=False), overwrite=overwrite, param="--csv"

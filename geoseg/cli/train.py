@@ -28,7 +28,7 @@ from geoseg.cli.options import device_opt, output_opt, overwrite_opt
     "--method",
     type=click.Choice(["iic", "ac", "kmeans", "kanezaki"]),
     default=None,
-    help="Override the config's method.",
+    help="Override the config's method.  [default: the config's; iic without a config]",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from its last.pt.")
 @device_opt

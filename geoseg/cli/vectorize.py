@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from geoseg.cli.options import overwrite_opt, polygon_kwargs, polygon_opts, scheduler_opt
@@ -38,7 +40,8 @@ def _parse_classes(ctx: click.Context, param: click.Parameter, value: tuple[str,
     multiple=True,
     callback=_parse_classes,
     metavar="NAME=VALUE",
-    help="Class to polygonise, repeatable (e.g. building=1); default every value.",
+    help="Class to polygonise, repeatable (e.g. building=1).  [default: every value, with a "
+    "warning: a cluster map gives a polygon per speck]",
 )
 @click.option(
     "--probabilities",
@@ -87,4 +90,10 @@ def cli(
         overwrite=overwrite,
         scheduler=scheduler,
     )
+    if classes is None:  # every value: on a cluster map that is a polygon per speck
+        logging.getLogger(__name__).warning(
+            "no --class given, so every value was polygonised: %d polygons; pass --class "
+            "NAME=VALUE (e.g. --class building=3) to keep one class",
+            len(gdf),
+        )
     click.echo(f"{len(gdf)} polygons written to {output}", err=True)

@@ -97,13 +97,25 @@ def read_spacenet_csv(path: str | Path, *, param: str = "PRED") -> gpd.GeoDataFr
             "ImageId, BuildingId, PolygonWKT_Pix[, PolygonWKT_Geo], Confidence",
             param=param,
         )
-    try:
-        geoms = shapely.from_wkt(table["PolygonWKT_Pix"].fillna("POLYGON EMPTY").to_numpy())
-    except shapely.errors.GEOSException as exc:
+    wkt = table["PolygonWKT_Pix"].fillna("POLYGON EMPTY").astype(str).to_numpy()
+    geoms = shapely.from_wkt(wkt, on_invalid="ignore")
+    bad = np.flatnonzero(pd.isna(geoms))
+    if bad.size:  # name the row, so the user can find it among thousands
         raise BadInput(
-            f"{path.name} holds invalid WKT in PolygonWKT_Pix ({exc})", param=param
-        ) from None
-    conf = table["Confidence"] if "Confidence" in table.columns else 1.0
+            f"{path.name} line {bad[0] + 2}: PolygonWKT_Pix {wkt[bad[0]][:40]!r} is not valid "
+            "WKT; fix or remove that row",
+            param=param,
+        )
+    conf = 1.0
+    if "Confidence" in table.columns:
+        conf = pd.to_numeric(table["Confidence"], errors="coerce")
+        bad = np.flatnonzero(conf.isna() & table["Confidence"].notna())
+        if bad.size:
+            raise BadInput(
+                f"{path.name} line {bad[0] + 2}: Confidence {table['Confidence'].iloc[bad[0]]!r} "
+                "is not a number; fix or remove that row",
+                param=param,
+            )
     return gpd.GeoDataFrame(
         {"image_id": table["ImageId"].astype(str).to_numpy(), "confidence": conf},
         geometry=geoms,
@@ -165,3 +177,40 @@ def read_polygons(path: str | Path, *, param: str, where: str | None = None) -> 
         log.warning("%s: ignoring %d non-polygon geometries", path.name, int((~polygonal).sum()))
         frame = frame[polygonal]
     return frame
+
+
+#: columns geoseg writes on its polygons (predict, vectorize)
+GEOSEG_COLUMNS = {"class", "cluster", "area_m2", "score"}
+
+
+def _columns(path: Path) -> set[str]:
+    import pyogrio
+
+    try:
+        if path.suffix.lower() == ".csv":
+            return {c.strip() for c in pd.read_csv(path, nrows=0).columns}
+        if path.suffix.lower() in (".parquet", ".geoparquet"):
+            import pyarrow.parquet as pq
+
+            return set(pq.read_schema(path).names)
+        return set(pyogrio.read_info(path)["fields"])
+    except Exception:  # an unreadable file gets its own error from the reader
+        return set()
+
+
+def swapped_hint(pred: str | Path, truth: str | Path) -> str | None:
+    """Why PRED and TRUTH look swapped, or None.
+
+    Scores are not symmetric (proposals are visited by confidence, areas filtered differently),
+    so a swap silently gives other numbers. Signs: TRUTH carries geoseg's output columns or a
+    confidence while PRED carries neither.
+    """
+    p_cols, t_cols = _columns(Path(pred)), _columns(Path(truth))
+    signs = (("geoseg's output columns", GEOSEG_COLUMNS, 2),
+             ("a confidence column", set(CONFIDENCE_COLUMNS), 1))  # fmt: skip
+    for what, names, enough in signs:
+        if len(t_cols & names) >= enough and not p_cols & names:
+            found = ", ".join(sorted(t_cols & names))
+            return (f"TRUTH has {what} ({found}) and PRED has none: are they swapped? The order "
+                    "is geoseg score PRED TRUTH")  # fmt: skip
+    return None

@@ -120,12 +120,32 @@ def evaluate(
                        param="--method")  # fmt: skip
     confusion, table = raster_confusion(pred, labels, merge=merge, column=column, fill=fill,
                                         names=names)  # fmt: skip
+    _refuse_single_class(confusion, table, method)
     result = pixel_metrics(confusion, method=method, class_names=table)
     result["label_values"] = list(range(confusion.shape[1]))
     result["confusion"] = confusion.tolist()
     if confusion_csv is not None:
         write_confusion_csv(confusion, table, confusion_csv, overwrite=overwrite)
     return result
+
+
+def _refuse_single_class(confusion: np.ndarray, names: dict[int, str], method: str) -> None:
+    """A learned mapping against one labelled class is trivially perfect: refuse it.
+
+    Building-only polygons with ``fill=0`` score only pixels inside buildings, so every
+    cluster maps to "building" and many-to-one accuracy is 1.0 whatever the model did.
+    """
+    present = np.flatnonzero(confusion[:, 1:].sum(axis=0)) + 1
+    if method == "identity" or len(present) != 1:
+        return
+    name = names.get(int(present[0]), f"class {int(present[0])}")
+    raise BadInput(
+        f"only one class ({name}) is labelled in the scored pixels, so every cluster maps to "
+        "it and the accuracy would be a trivial 1.0; score the pixels outside the polygons as "
+        "a second class with --fill (e.g. --fill 2 --names 1=building,2=other) or give labels "
+        "with two or more classes",
+        param="LABELS",
+    )
 
 
 def write_confusion_csv(confusion: np.ndarray, names: dict[int, str], path, *, overwrite=False):

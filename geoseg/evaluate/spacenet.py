@@ -31,7 +31,7 @@ import pandas as pd
 import shapely
 
 from geoseg.errors import BadInput
-from geoseg.evaluate.polygons import aoi_name, read_polygons
+from geoseg.evaluate.polygons import aoi_name, read_polygons, swapped_hint
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,8 @@ def score(
     *,
     iou_threshold: float = 0.5,
     min_area: float = 20.0,
+    area_unit: str | None = None,
+    image: str | Path | None = None,
     pred_filter: str | None = None,
     truth_filter: str | None = None,
 ) -> ScoreResult:
@@ -209,7 +211,13 @@ def score(
         pred: proposals: SpaceNet CSV, GeoJSON, GeoPackage, FlatGeobuf or GeoParquet.
         truth: ground truth in the same family (both CSV, or both georeferenced).
         iou_threshold: a true positive needs IoU strictly above this.
-        min_area: in px² for CSV (pixel coordinates), in m² for georeferenced files.
+        min_area: minimum polygon area, in ``area_unit``.
+        area_unit: ``"px"`` (pixels²) or ``"m2"``; None keeps the historical meaning, px² for
+            CSV (pixel coordinates) and m² for georeferenced files. ``"px"`` on georeferenced
+            files needs ``image`` for the pixel size.
+        image: the scored image: truth is clipped to its footprint (a footprint outside the
+            image cannot be found, so it must not count as a miss), and its pixel size turns
+            ``"px"`` areas into m².
         pred_filter, truth_filter: ``COLUMN=VALUE`` to keep only some rows (e.g. ``label=1``).
 
     Returns:
@@ -223,6 +231,9 @@ def score(
         raise BadInput(f"{iou_threshold} is outside [0, 1)", param="--iou")
     if min_area < 0:
         raise BadInput(f"{min_area} is negative; use 0 to keep every polygon", param="--min-area")
+    hint = swapped_hint(pred, truth)
+    if hint:
+        log.warning("%s", hint)
     prop = read_polygons(pred, param="PRED", where=pred_filter)
     true = read_polygons(truth, param="TRUTH", where=truth_filter)
     pixel = prop.attrs["pixel"]
@@ -244,9 +255,13 @@ def score(
     else:
         out_crs = None
 
+    min_area, unit = _area_threshold(min_area, area_unit, pixel=pixel, image=image, crs=true.crs)
+
     images = pd.Index(pd.unique(np.concatenate([true["image_id"], prop["image_id"]])))
     pg = _repair(prop.geometry.values.to_numpy(), "proposal")
     tg = _repair(true.geometry.values.to_numpy(), "truth")
+    if image is not None:  # truth outside the image cannot be found: not a miss
+        tg = shapely.intersection(tg, _footprint(image, pixel=pixel, crs=true.crs))
     keep_p = ~shapely.is_empty(pg) & (shapely.area(pg) > min_area)
     keep_t = ~shapely.is_empty(tg) & (shapely.area(tg) >= min_area)
     prop = prop[keep_p].reset_index(drop=True).set_geometry(pg[keep_p])
@@ -284,7 +299,7 @@ def score(
         "images": n,
         "iou_threshold": iou_threshold,
         "min_area": min_area,
-        "area_unit": "px2" if pixel else "m2",
+        "area_unit": unit,
     }
 
     prop["iou"] = best
@@ -296,6 +311,46 @@ def score(
     if out_crs is not None:
         prop, true = prop.to_crs(out_crs), true.to_crs(out_crs)
     return ScoreResult(per_image, per_aoi, total, prop, true)
+
+
+def _footprint(image: str | Path, *, pixel: bool, crs):
+    """The image's extent as a polygon in the scoring frame (pixels for CSV, else ``crs``)."""
+    from geoseg.io.rasters import open_raster
+
+    with open_raster(image, param="--image") as src:
+        if pixel:
+            return shapely.box(0, 0, src.width, src.height)
+        outline = gpd.GeoSeries([shapely.box(*src.bounds)], crs=src.crs)
+    if crs is None:
+        return outline.iloc[0]
+    return outline.to_crs(crs).iloc[0]
+
+
+def _area_threshold(min_area: float, unit: str | None, *, pixel: bool, image, crs):
+    """``(min_area, unit)`` in the scoring frame's unit: px2 for CSV, m2 for georeferenced."""
+    if unit is None or (unit == "px" and pixel) or (unit == "m2" and not pixel):
+        return min_area, "px2" if pixel else "m2"
+    if unit == "m2":
+        raise BadInput(
+            "SpaceNet CSVs are in pixel coordinates; give the area in pixels, e.g. 20px",
+            param="--min-area",
+        )
+    if image is None:
+        raise BadInput(
+            "an area in px on georeferenced files needs --image for the pixel size; or give "
+            "it in square metres, e.g. 2m2",
+            param="--min-area",
+        )
+    from geoseg.io.rasters import open_raster
+
+    with open_raster(image, param="--image") as src:
+        col, row = src.width // 2, src.height // 2
+        pixel_box = shapely.box(
+            *(src.transform * (col, row + 1)), *(src.transform * (col + 1, row))
+        )
+        one = gpd.GeoSeries([pixel_box], crs=src.crs)
+    area = float(one.to_crs(crs).area.iloc[0]) if crs is not None else float(one.area.iloc[0])
+    return min_area * area, "m2"
 
 
 def _table(counts: pd.DataFrame) -> pd.DataFrame:

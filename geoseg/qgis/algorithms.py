@@ -185,7 +185,10 @@ SPECS = {
             default=False),
         Arg("CLASS", "string", "Classes NAME=ID,ID separated by ';' (e.g. building=3,17)",
             "--class", optional=True, repeat=True),
-        *POLYGONS, OVERWRITE,
+        *POLYGONS,
+        Arg("QGIS_PROJECT", "bool", "Also write a QGIS project (.qgz) of the outputs",
+            "--qgis-project", default=False),
+        OVERWRITE,
     ], "Segment a raster with a trained model: cluster COG, class COGs and polygons."),
     "vectorize": ("Vectorize a class raster", "vectorize", [
         Arg("RASTER", "raster", "Class or cluster raster"),
@@ -280,7 +283,7 @@ class GeosegAlgorithm(QgsProcessingAlgorithm):
             out["CHECKPOINT"] = values.get("OUTPUT") or values["CHECKPOINT"]
         elif self._name == "predict":
             written = dict(line.split("\t", 1) for line in lines if "\t" in line)
-            out.update({role.upper().replace(":", "_"): path for role, path in written.items()})
+            out.update({_key(role): path for role, path in written.items()})
             out["FOLDER"] = values["OUTPUT"]
             for role, path in written.items():
                 if not path.endswith((".tif", ".gpkg")):
@@ -294,3 +297,8 @@ class GeosegAlgorithm(QgsProcessingAlgorithm):
             shutil.rmtree(Path(scratch).parent, ignore_errors=True)
             out.update({key.upper(): total[key] for key in SCORE_NUMBERS})
         return out
+
+
+def _key(role):
+    """predict's output role as a Processing output name (``building:vector`` → BUILDING_VECTOR)."""
+    return role.upper().replace(":", "_").replace("-", "_")

@@ -125,15 +125,8 @@ def rgb_image(path: str | Path, grid: Grid, bands: list[int]) -> np.ndarray:
 
 
 def class_labels(path: str | Path) -> dict[int, str]:
-    """Legend labels of a class raster: the names geoseg stored, else none.
-
-    Read from the GDAL category names (written by ``geoseg map`` / predict) when present,
-    else from the ``.qml`` style's palette labels beside the raster.
-    """
-    with rasterio.open(path) as src:
-        names = src.tags(1).get("GEOSEG_CLASS_NAMES")
-    if names:
-        return {int(k): v for k, v in (item.split("=", 1) for item in names.split(";") if item)}
+    """Legend labels of a class raster: the ``.qml`` style's palette labels beside it (class
+    names after ``geoseg map``, e.g. "3 building"), else none."""
     qml = Path(path).with_suffix(".qml")
     if not qml.exists():
         return {}

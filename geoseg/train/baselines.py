@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from geoseg.config import TrainConfig
 from geoseg.errors import BadInput
 from geoseg.models.baselines import KanezakiNet, KMeansSegmenter
+from geoseg.progress import progress
 from geoseg.train.data import CropSampler
 from geoseg.train.monitor import MetricsLog
 
@@ -34,7 +35,9 @@ def fit_baseline(
     if cfg.method == "kmeans":
         # at most ~256 tiles spread over the store: enough pixels, bounded memory
         picks = sampler.tiles[:: max(1, sampler.tiles.size // 256)]
-        tiles = ((d["image"], d["valid"]) for d in map(sampler.tile, picks))
+        reads = progress(map(sampler.tile, picks), total=len(picks), desc="k-means: tiles",
+                         unit="tile")  # fmt: skip
+        tiles = ((d["image"], d["valid"]) for d in reads)
         pixels = sample_features(model, tiles, cfg.baseline.samples, seed=cfg.seed)
         k = int(model.n_clusters[0])
         if pixels.shape[0] < k:  # scikit-learn's message names neither the store nor the fix
@@ -43,6 +46,8 @@ def fit_baseline(
                 f"least n_clusters={k}; tile a larger image or pass --set n_clusters=<fewer>",
                 param="STORE",
             )
+        # scikit-learn reports no progress; say what runs, so a quiet minute is not a hang
+        log.info("k-means: fitting %d clusters on %d pixels", k, pixels.shape[0])
         model.fit(pixels, seed=cfg.seed)
         return 0
 
