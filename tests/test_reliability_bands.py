@@ -168,3 +168,25 @@ def test_nir_that_gdal_tagged_alpha_is_still_nir(rgbn_model, tmp_path):
     assert [b["name"] for b in json.loads(info.out)["bands"]] == ["red", "green", "blue", "nir"]
     r = geoseg("predict", naip, "-m", rgbn_model, "-o", tmp_path / "out")
     assert r.code == 0, r.err
+
+
+def test_described_band_codes_are_names_not_positions(fixture_pixels, tmp_path):
+    """Sentinel-2 style descriptions (B02, B03, B04, B08) are names: a copy with the bands in
+    another order (and its descriptions with them) gives the same map.
+    """
+    codes = ("B02", "B03", "B04", "B08")
+    a = write_raster(tmp_path / "s2.tif", fixture_pixels[[2, 1, 0, 3]].copy(), descriptions=codes)
+    order = [3, 0, 2, 1]
+    b = write_raster(
+        tmp_path / "s2_shuffled.tif",
+        fixture_pixels[[2, 1, 0, 3]][order].copy(),
+        descriptions=tuple(codes[i] for i in order),
+    )
+    model = train_kmeans([a], tmp_path / "m")
+    for path in (a, b):
+        r = geoseg("predict", path, "-m", model, "-o", tmp_path / "out")
+        assert r.code == 0, r.err
+    np.testing.assert_array_equal(
+        read(tmp_path / "out" / "s2_clusters.tif"),
+        read(tmp_path / "out" / "s2_shuffled_clusters.tif"),
+    )

@@ -7,7 +7,6 @@ predict cannot disagree about it.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -155,7 +154,6 @@ def resolve_bands(src_or_descriptions: Any, bands: str | Sequence[int | str] | N
 
 #: names of one band that different files or sensors spell differently (match either way)
 _SAME_BAND = (("nir", "nir1", "ir"), ("rededge", "red-edge", "re"))
-_GENERIC = re.compile(r"^b\d+$")
 
 
 def _spellings(name: str) -> tuple[str, ...]:
@@ -229,7 +227,9 @@ def match_bands(
             "explicitly with --bands",
             param="RASTER",
         )
-    if all(_GENERIC.match(m) for m in model_names):
+    # "unnamed" means geoseg's own fallback b<i> for band i, not a described "B04" (Sentinel-2)
+    synthetic = [f"b{int(b)}" for b in model_bands] == [str(m) for m in model_names]
+    if synthetic:
         if model_count is None:  # an older checkpoint: by position, as it always was
             count = len(raster_names)
             if count >= max(model_bands):
@@ -242,7 +242,8 @@ def match_bands(
                 "a raster with those bands, or map them with --bands",
                 param="RASTER",
             )
-        if len(raster_names) == model_count and all(_GENERIC.match(r) for r in raster_names):
+        fallback = [f"b{i}" for i in range(1, len(raster_names) + 1)]
+        if len(raster_names) == model_count and raster_names == fallback:
             return [int(b) for b in model_bands]
         raise BadInput(
             f"{name} has bands {','.join(raster_names)} but the model's {n} bands have no names "
