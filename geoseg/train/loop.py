@@ -132,7 +132,12 @@ def _finite(value: float, what: str, step: int, output: Path, saved: int | None)
     """Stop with one clear line instead of training on NaN (and never save NaN weights)."""
     if math.isfinite(value):
         return
-    kept = f"{output / 'last.pt'} keeps step {saved}" if saved is not None else "no checkpoint kept"
+    if output.name.startswith(".") and output.name.endswith(".partial"):  # an --overwrite run
+        kept = "the previous run is kept unchanged"
+    elif saved is not None:
+        kept = f"{output / 'last.pt'} keeps step {saved}"
+    else:
+        kept = "no checkpoint was written"
     raise Diverged(
         f"training stopped at step {step}: non-finite {what} ({value}); {kept}. Lower "
         "optim.lr, or check the store for NaN/inf pixels (geoseg info STORE)"
