@@ -4,7 +4,26 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.options import device_opt, label_column_opt, names_opt, overwrite_opt
+from geoseg.cli.options import (
+    device_opt,
+    label_column_opt,
+    names_opt,
+    nodata_opt,
+    overwrite_opt,
+)
+
+
+def _parse_head(ctx: click.Context, param: click.Parameter, value: str | None):
+    """``linear`` (fit a few-label head) or a head index."""
+    if value is None or value == "linear":
+        return value
+    try:
+        head = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use linear or a head number (0, 1, ...)") from None
+    if head < 0:
+        raise click.BadParameter(f"{value!r}: head numbers start at 0")
+    return head
 
 
 @click.command(name="map")
@@ -32,14 +51,22 @@ from geoseg.cli.options import device_opt, label_column_opt, names_opt, overwrit
     type=click.IntRange(1),
     default=50,
     show_default=True,
-    help="Label budget: at most this many labelled tiles are used.",
+    help="Label budget: at most this many labelled tiles (of --tile-size) are used.",
+)
+@click.option(
+    "--tile-size",
+    type=click.IntRange(8),
+    default=64,
+    show_default=True,
+    help="Edge of the labelled tiles in pixels (independent of the training crop size).",
 )
 @click.option(
     "--method",
-    type=click.Choice(["majority", "hungarian"]),
-    default="majority",
+    type=click.Choice(["iou", "majority", "hungarian"]),
+    default="iou",
     show_default=True,
-    help="Many-to-one (majority) or one-to-one (hungarian).",
+    help="iou: per class, the cluster set with the best IoU on the labelled tiles (never "
+    "fails; the estimate is printed); majority: many-to-one; hungarian: one-to-one.",
 )
 @names_opt
 @label_column_opt
@@ -51,7 +78,13 @@ from geoseg.cli.options import device_opt, label_column_opt, names_opt, overwrit
     "an unstored background, right for complete footprints; 0 = not used).",
 )
 @click.option(
-    "--head", type=click.IntRange(0), default=None, help="Head to map (default: the checkpoint's)."
+    "--head",
+    callback=_parse_head,
+    default=None,
+    metavar="linear|N",
+    help="linear: fit a few-label head (logistic regression on the frozen features, with "
+    "superpixel refinement) and store it in the checkpoint; N: name the clusters of head N.  "
+    "[default: name the clusters of the head that fits the labels best]",
 )
 @click.option(
     "--seed",
@@ -67,6 +100,7 @@ from geoseg.cli.options import device_opt, label_column_opt, names_opt, overwrit
     default=None,
     help="Write the mapped checkpoint here (default: update CHECKPOINT in place).",
 )
+@nodata_opt
 @device_opt
 @overwrite_opt
 def cli(
@@ -75,6 +109,7 @@ def cli(
     image,
     store,
     max_tiles,
+    tile_size,
     method,
     names,
     column,
@@ -82,6 +117,7 @@ def cli(
     head,
     seed,
     output,
+    nodata,
     device,
     overwrite,
 ):
@@ -105,6 +141,8 @@ def cli(
         column=column,
         fill=fill,
         head=head,
+        tile_size=tile_size,
+        nodata=nodata,
         output=output,
         overwrite=overwrite,
         seed=seed,
@@ -120,4 +158,10 @@ def cli(
             f"  {name} (value {mapping['class_ids'][name]}): clusters "
             f"{', '.join(map(str, clusters))}"
         )
-    click.echo(f"pixel accuracy on those tiles {result['accuracy']:.4f}; saved {result['output']}")
+    estimates = ", ".join(f"{k} {v:.3f}" for k, v in result["estimated_iou"].items())
+    if result["accuracy"] is not None:
+        click.echo(f"pixel accuracy on those tiles {result['accuracy']:.4f}")
+    click.echo(f"estimated IoU on those tiles (in-sample, optimistic): {estimates}")
+    if result["warning"]:
+        click.echo(f"warning: {result['warning']}", err=True)
+    click.echo(f"saved {result['output']}")
