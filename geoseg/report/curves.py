@@ -23,7 +23,7 @@ METRICS = {
 }
 #: line colours, distinguishable for the common colour-vision deficiencies (Okabe-Ito)
 COLOURS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#000000")
-WIDTH, HEIGHT, MARGIN = 420, 230, 44
+WIDTH, HEIGHT, MARGIN = 440, 230, 58
 
 
 def read_series(path: str | Path) -> dict[str, dict[str, list[tuple[float, float]]]]:
@@ -73,8 +73,8 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]]) -> str:
         f'<text x="{MARGIN}" y="18" font-size="12" font-weight="bold">{escape(title)}</text>',
         f'<rect x="{MARGIN}" y="{MARGIN}" width="{plot_w}" height="{plot_h}" fill="none" '
         'stroke="#999"/>',
-        f'<text x="{MARGIN - 4}" y="{MARGIN + 4}" text-anchor="end">{y_hi:.4g}</text>',
-        f'<text x="{MARGIN - 4}" y="{MARGIN + plot_h}" text-anchor="end">{y_lo:.4g}</text>',
+        f'<text x="{MARGIN - 4}" y="{MARGIN + 4}" text-anchor="end">{y_hi:.3g}</text>',
+        f'<text x="{MARGIN - 4}" y="{MARGIN + plot_h}" text-anchor="end">{y_lo:.3g}</text>',
         f'<text x="{MARGIN}" y="{MARGIN + plot_h + 14}">{x_lo:g}</text>',
         f'<text x="{MARGIN + plot_w}" y="{MARGIN + plot_h + 14}" text-anchor="end">{x_hi:g}</text>',
         f'<text x="{MARGIN + plot_w / 2}" y="{MARGIN + plot_h + 14}" text-anchor="middle">'
