@@ -65,6 +65,18 @@ def test_a_store_missing_an_array_names_the_store(fixtures, tmp_path):
         assert_refused(geoseg(*args), "s.zarr", "valid")
 
 
+def test_a_store_with_a_damaged_chunk_names_the_store(fixtures, tmp_path):
+    """A chunk file cut in half (a partial copy): today "RuntimeError: error during blosc
+    decompression", exit 1."""
+    store = tmp_path / "cut.zarr"
+    assert geoseg("tile", fixtures["rgbn"], "-o", store, "--tile-size", 64).code == 0
+    chunks = sorted(p for p in (store / "image").rglob("c*") if p.is_file())
+    for chunk in chunks:
+        chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+    r = geoseg("train", store, "-o", tmp_path / "run", "--method", "kmeans")
+    assert_refused(r, "cut.zarr", "damaged")
+
+
 def test_a_one_pixel_raster_in_kmeans_says_what_to_do(tmp_path):
     """Today: scikit-learn's "n_samples=1 should be >= n_clusters=6", exit 1."""
     one = write_raster(tmp_path / "one.tif", np.full((3, 1, 1), 7, np.uint8))

@@ -254,6 +254,14 @@ def _explain(exc: Exception, argv: list[str]) -> tuple[int, str] | None:
             if where is not None:
                 return 1, f"no space left on {where}; free some space there or write elsewhere"
     for e in chain:
+        text = str(e).lower()
+        if "decompress" in text or "codec" in text and "decod" in text:
+            stores = [a for a in argv if a.rstrip("/").endswith(".zarr")] or ["the tile store"]
+            return 2, (
+                f"{', '.join(stores)}: a chunk cannot be decoded ({_one_line(e)}); the store is "
+                "damaged (a partial copy?): copy it again or rerun geoseg tile with --overwrite"
+            )
+    for e in chain:
         if type(e).__name__ == "GEOSException":
             files = [a for a in argv if a.lower().endswith(_VECTOR_SUFFIXES)]
             named = ", ".join(files) or "an input vector file"
