@@ -1,10 +1,10 @@
 """geoseg inside QGIS: the Processing provider runs the installed geoseg, headless.
 
 A real QGIS 3.x (Debian ``python3-qgis``) loads ``geoseg/qgis`` as a plugin folder and runs
-``processing.run("geoseg:predict", ...)`` and ``"geoseg:score"`` on a crop of the real Vegas
-sample with a k-means checkpoint; the outputs must be the rasters/polygons geoseg writes and
-the score the numbers geoseg's own scorer gives. With ``GEOSEG_REQUIRE_QGIS=1`` (CI) a
-missing QGIS is a failure, not a skip.
+``processing.run("geoseg:tile" / "train" / "predict" / "vectorize" / "score", ...)`` on a crop
+of the real Vegas sample (k-means, so it takes seconds); the outputs must be the store, run,
+rasters and polygons geoseg writes and the score the numbers geoseg's own scorer gives. With
+``GEOSEG_REQUIRE_QGIS=1`` (CI) a missing QGIS is a failure, not a skip.
 """
 
 from __future__ import annotations
@@ -42,14 +42,12 @@ def qgis_python():
 
 
 @pytest.fixture(scope="module")
-def crop_and_model(tmp_path_factory):
-    """A 128 x 128 crop of the Vegas sample and a 5-cluster k-means checkpoint of it."""
+def crop(tmp_path_factory):
+    """A 128 x 128 crop of the real Vegas sample, and its building footprints."""
     import rasterio
     from rasterio.windows import Window
 
     from geoseg.demo import sample_paths
-    from geoseg.tiles.writer import tile
-    from geoseg.train.loop import train
 
     root = tmp_path_factory.mktemp("processing")
     image, labels = sample_paths()
@@ -61,21 +59,20 @@ def crop_and_model(tmp_path_factory):
         }  # fmt: skip
         with rasterio.open(crop, "w", **profile) as dst:
             dst.write(src.read(window=window))
-    store = tile([crop], root / "tiles.zarr", bands="red,green,blue,nir1", tile_size=64, overlap=0)
-    ckpt = train(store, root / "run", method="kmeans", overrides=["n_clusters=5"], device="cpu")
-    return root, crop, ckpt, labels
+    return root, crop, labels
 
 
-def test_processing_predict_and_score_in_headless_qgis(qgis_python, crop_and_model):
+def test_processing_algorithms_in_headless_qgis(qgis_python, crop):
+    import geopandas as gpd
     import rasterio
 
     from geoseg.evaluate.spacenet import score
 
-    root, crop, ckpt, labels = crop_and_model
+    root, crop, labels = crop
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen",
                GEOSEG_COMMAND=f"{sys.executable} -m geoseg")  # fmt: skip
     run = subprocess.run(
-        [qgis_python, str(SCRIPT), str(PLUGIN), str(crop), str(ckpt), str(root), str(labels)],
+        [qgis_python, str(SCRIPT), str(PLUGIN), str(crop), str(root), str(labels)],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
@@ -83,6 +80,11 @@ def test_processing_predict_and_score_in_headless_qgis(qgis_python, crop_and_mod
 
     names = ("map", "predict", "score", "tile", "train", "vectorize")
     assert report["algorithms"] == [f"geoseg:{n}" for n in names]
+
+    store = Path(report["tile"]["OUTPUT"])
+    assert store.name == "tiles.zarr" and (store / "zarr.json").exists()
+    assert Path(report["train"]["CHECKPOINT"]) == root / "run" / "best.pt"
+    assert Path(report["train"]["CHECKPOINT"]).exists()
 
     clusters = Path(report["predict"]["CLUSTERS"])
     assert clusters.parent == root / "pred" and clusters.name == "crop_clusters.tif"
@@ -92,6 +94,9 @@ def test_processing_predict_and_score_in_headless_qgis(qgis_python, crop_and_mod
     assert values <= set(range(5)) and len(values) > 1
     vector = Path(report["predict"]["BUILDING_VECTOR"])
     assert vector.exists() and vector.with_suffix(".qml").exists()
+
+    two = gpd.read_file(report["vectorize"]["POLYGONS"])
+    assert len(two) > 0 and set(two["cluster"]) == {2} and set(two["class"]) == {"two"}
 
     expected = score(vector, labels, truth_filter="label=1", min_area=1.0).total
     got = report["score"]

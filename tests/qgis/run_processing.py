@@ -3,11 +3,12 @@
 Run with Debian's interpreter (``/usr/bin/python3``, which has ``python3-qgis``)::
 
     QT_QPA_PLATFORM=offscreen GEOSEG_COMMAND="/venv/bin/python -m geoseg" \\
-        /usr/bin/python3 run_processing.py PLUGIN_DIR RASTER MODEL OUT_DIR TRUTH
+        /usr/bin/python3 run_processing.py PLUGIN_DIR RASTER OUT_DIR TRUTH
 
 Loads ``PLUGIN_DIR`` (``geoseg/qgis``) the way QGIS loads a plugin folder (``classFactory``,
-relative imports, a package name other than ``geoseg``), then runs ``geoseg:predict`` and
-``geoseg:score`` through ``processing.run`` and prints one JSON object with what came back.
+relative imports, a package name other than ``geoseg``), then runs ``geoseg:tile``, ``train``
+(k-means), ``predict``, ``vectorize`` and ``score`` through ``processing.run`` and prints one
+JSON object with what came back.
 """
 
 import importlib.util
@@ -33,7 +34,7 @@ def load_plugin(folder):
     return plugin
 
 
-def main(plugin_dir, raster, model, out_dir, truth):
+def main(plugin_dir, raster, out_dir, truth):
     app = QgsApplication([], False)
     app.initQgis()
     sys.path.append("/usr/share/qgis/python/plugins")
@@ -45,21 +46,39 @@ def main(plugin_dir, raster, model, out_dir, truth):
     registry = QgsApplication.processingRegistry()
     report = {"algorithms": sorted(a.id() for a in registry.algorithms() if a.provider()
                                    and a.provider().id() == "geoseg")}  # fmt: skip
+    out = Path(out_dir)
+    # tile → train → predict → vectorize → score, each as the toolbox would run it
+    report["tile"] = processing.run(
+        "geoseg:tile",
+        {"INPUT": raster, "OUTPUT": str(out / "tiles"), "BANDS": "red,green,blue,nir1",
+         "TILE_SIZE": 64, "OVERLAP": 0},
+    )  # fmt: skip
+    report["train"] = processing.run(
+        "geoseg:train",
+        {"STORE": report["tile"]["OUTPUT"], "OUTPUT": str(out / "run"), "METHOD": 3,
+         "SET": "n_clusters=5; seed=0", "DEVICE": 1},
+    )  # fmt: skip
+    model = report["train"]["CHECKPOINT"]
     predicted = processing.run(
         "geoseg:predict",
-        {"RASTER": raster, "MODEL": model, "OUTPUT": str(Path(out_dir) / "pred"),
+        {"RASTER": raster, "MODEL": model, "OUTPUT": str(out / "pred"),
          "CLASS": "building=0,1", "DEVICE": 1},
     )  # fmt: skip
     report["predict"] = {k: str(v) for k, v in predicted.items()}
+    report["vectorize"] = processing.run(
+        "geoseg:vectorize",
+        {"RASTER": predicted["CLUSTERS"], "OUTPUT": str(out / "clusters_2.gpkg"),
+         "CLASS": "two=2"},
+    )  # fmt: skip
     scored = processing.run(
         "geoseg:score",
         {"PRED": predicted["BUILDING_VECTOR"], "TRUTH": truth, "TRUTH_FILTER": "label=1",
-         "MIN_AREA": "1", "LAYERS": str(Path(out_dir) / "errors.gpkg")},
+         "MIN_AREA": "1", "LAYERS": str(out / "errors.gpkg")},
     )  # fmt: skip
     report["score"] = scored
     try:
-        processing.run("geoseg:predict", {"RASTER": raster, "MODEL": str(Path(out_dir) / "no.pt"),
-                                          "OUTPUT": str(Path(out_dir) / "bad")})  # fmt: skip
+        processing.run("geoseg:predict", {"RASTER": raster, "MODEL": str(out / "no.pt"),
+                                          "OUTPUT": str(out / "bad")})  # fmt: skip
         report["bad_model"] = None
     except QgsProcessingException as exc:
         report["bad_model"] = str(exc)
@@ -71,4 +90,4 @@ def main(plugin_dir, raster, model, out_dir, truth):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:5])
