@@ -270,6 +270,7 @@ class BaselineConfig:
         texture_window: box filter size in pixels for the texture features.
         pyramid: cluster the multi-scale feature pyramid (geoseg.models.pyramid: colour,
             smoothed bands, texture, edges, morphological top-hats) instead of pixels.
+        n_init: k-means restarts (the best is kept); fewer is faster on many features.
         mu: Kanezaki's spatial-continuity weight μ.
         lr: Kanezaki's SGD learning rate (the paper's 0.1; ``optim`` is for IIC/AC).
         width: Kanezaki feature channels (also its upper bound on clusters).
@@ -280,6 +281,7 @@ class BaselineConfig:
     texture: bool = False
     texture_window: int = 5
     pyramid: bool = False
+    n_init: int = 10
     mu: float = 5.0
     lr: float = 0.1
     width: int = 32

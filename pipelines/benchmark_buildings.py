@@ -130,7 +130,12 @@ METHODS: dict[str, dict[str, Any]] = {
     # ---- this entry's contents; for now it is Kanezaki named one-to-one (hungarian).
     "default": {
         "method": "kmeans",
-        "train": ("baseline.pyramid=true", "n_clusters=32", "baseline.samples=60000"),
+        "train": (
+            "baseline.pyramid=true",
+            "n_clusters=32",
+            "baseline.samples=40000",
+            "baseline.n_init=3",
+        ),
         "map": {"head": "linear"},
         "predict": {"polygons": {"min_area": 10.0, "fill_holes": True}},
     },

@@ -13,20 +13,21 @@ from geoseg.cli.options import device_opt, overwrite_opt
 )
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-    help="Override the smoke training config (e.g. schedule.steps=100).",
+    help="Override the training config (configs/buildings.yaml, e.g. n_clusters=24).",
 )  # fmt: skip
 @device_opt
 @overwrite_opt
 def cli(output: str, overrides: tuple[str, ...], device: str, overwrite: bool) -> None:
-    """Tile, train (IIC), map clusters to buildings from a few labelled tiles, predict,
-    vectorise and score against the real SpaceNet footprints; print a short table.
+    """Tile, train (k-means on the feature pyramid, no labels), fit a few-label building head
+    from 16 labelled tiles, predict, vectorise and score against the real SpaceNet footprints;
+    print a short table.
     """
     from geoseg.demo import demo
 
     result = demo(output, overwrite=overwrite, device=device, overrides=overrides)
     total, paths = result["score"], result["paths"]
-    click.echo("\nSpaceNet Vegas img2144 — IIC clusters mapped to buildings from "
-               f"{result['mapping']['tiles']} labelled tiles")  # fmt: skip
+    click.echo("\nSpaceNet Vegas img2144 — few-label building head on unsupervised features, "
+               f"from {result['mapping']['tiles']} labelled tiles (in-scene)")  # fmt: skip
     click.echo(f"  {'TP':>4} {'FP':>4} {'FN':>4}  {'precision':>9} {'recall':>7} {'F1':>6}")
     click.echo(
         f"  {total['tp']:>4} {total['fp']:>4} {total['fn']:>4}  {total['precision']:>9.3f} "

@@ -95,10 +95,10 @@ _polygon_options = (
     click.option(
         "--min-area",
         type=click.FloatRange(min=0),
-        default=0.0,
-        show_default=True,
+        default=None,
         metavar="M2",
-        help="Drop polygons smaller than this, in square metres (also on EPSG:4326 rasters).",
+        help="Drop polygons smaller than this, in square metres (also on EPSG:4326 rasters).  "
+        "[default: 0; predict with a few-label head: the head's speck size, 10 m²]",
     ),
     click.option(
         "--simplify",
@@ -135,13 +135,17 @@ def polygon_opts(command):
 def polygon_kwargs(
     min_area: float, simplify: float, fill_holes: bool, max_hole: float | None, regularize: bool
 ) -> dict:
-    """The :func:`geoseg.vector.vectorize.vectorize` keywords of :func:`polygon_opts`' values."""
-    return {
-        "min_area": min_area,
-        "simplify": simplify,
-        "fill_holes": max_hole if max_hole is not None else fill_holes,
-        "regularize": regularize,
-    }
+    """The :func:`geoseg.vector.vectorize.vectorize` keywords of :func:`polygon_opts`' values.
+
+    Options left at their defaults are left out, so that predict can apply the clean-up a
+    few-label head was fitted with (``ckpt["fewshot"]["polygons"]``) unless the user overrides it.
+    """
+    kwargs = {"simplify": simplify, "regularize": regularize}
+    if min_area is not None:
+        kwargs["min_area"] = min_area
+    if max_hole is not None or fill_holes:
+        kwargs["fill_holes"] = max_hole if max_hole is not None else fill_holes
+    return kwargs
 
 
 json_opt = click.option(

@@ -278,7 +278,7 @@ def fit_mapping(
     tiles = list(progress(tiles, total=n_tiles, desc="map", unit="tile"))
     model = model_from_checkpoint(ckpt)
     if linear:
-        return _fit_linear(ckpt, model, tiles, table, skip, target=target, seed=seed)
+        return _fit_linear(ckpt, model, tiles, table, skip, target=target)
     heads = range(n_heads) if head is None else [int(head)]
     best = None
     for h in heads:
@@ -366,7 +366,7 @@ def strip_head(ckpt: dict[str, Any]) -> dict[str, Any]:
     return ckpt
 
 
-def _fit_linear(ckpt, model, tiles, table, skip, *, target, seed) -> dict[str, Any]:
+def _fit_linear(ckpt, model, tiles, table, skip, *, target) -> dict[str, Any]:
     """Fit the few-label head and store it as one more head, mapped to its class."""
     from geoseg.checkpoint import save_checkpoint
     from geoseg.heads.fit import fit_head
@@ -387,7 +387,7 @@ def _fit_linear(ckpt, model, tiles, table, skip, *, target, seed) -> dict[str, A
                        param="--labels")  # fmt: skip
     try:
         record = fit_head(model, windows, target=value, background=background,
-                          cluster_heads=range(len(ckpt["n_clusters"])), seed=seed)  # fmt: skip
+                          cluster_heads=range(len(ckpt["n_clusters"])))  # fmt: skip
     except ValueError as exc:
         raise BadInput(f"cannot fit a head: {exc}", param="--labels") from exc
     name = table.get(value, "building")

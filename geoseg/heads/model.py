@@ -53,10 +53,19 @@ class HeadedModel(nn.Module):
         self.n_clusters = list(base.n_clusters) + [2]
         self.size_multiple = int(getattr(base, "size_multiple", 1))
 
-    def features(self, x: torch.Tensor, outputs: list | None = None) -> torch.Tensor:
+    def _base(self, x: torch.Tensor) -> tuple[list, torch.Tensor | None]:
+        """``(base outputs, feature pyramid or None)``; the pyramid is computed once when the
+        base model is k-means on that same pyramid (the recommended recipe), which halves the
+        cost of prediction."""
+        fp = pyramid(x) if self.use_pyramid else None
+        if fp is not None and getattr(self.base, "pyramid", False):
+            return [self.base.logits(fp)], fp
+        return list(self.base(x)), fp
+
+    def features(self, x: torch.Tensor, base: tuple | None = None) -> torch.Tensor:
         """The head's standardised input features (B, D, H, W) of a normalised batch."""
-        outputs = self.base(x) if outputs is None else outputs
-        parts = [pyramid(x)] if self.use_pyramid else []
+        outputs, fp = self._base(x) if base is None else base
+        parts = [fp] if fp is not None else []
         for head, temp in zip(self.cluster_heads, self.temperature, strict=True):
             parts.append(torch.softmax(outputs[head].float() / temp, dim=1))
         f = torch.cat(parts, 1)
@@ -64,8 +73,9 @@ class HeadedModel(nn.Module):
 
     def probability(self, x: torch.Tensor, *, refined: bool = True) -> tuple[list, torch.Tensor]:
         """``(base outputs, building probability (B, H, W))``, superpixel-refined if enabled."""
-        outputs = self.base(x)
-        f = self.features(x, outputs)
+        base = self._base(x)
+        outputs = base[0]
+        f = self.features(x, base)
         prob = torch.sigmoid(torch.einsum("bdhw,d->bhw", f, self.weight) + self.bias)
         if refined and self.superpixels:
             img = x.detach().float().cpu().numpy()

@@ -79,13 +79,20 @@ class KMeansSegmenter(nn.Module):
 
     def forward(self, x: torch.Tensor, *, all_sub_heads: bool = False) -> list:
         """``[logits (B, K, H, W)]``; ``all_sub_heads`` gives ``[[logits]]`` (one sub-head)."""
-        f = self.features(x)
+        logits = self.logits(self.features(x))
+        return [[logits]] if all_sub_heads else [logits]
+
+    def logits(self, f: torch.Tensor) -> torch.Tensor:
+        """Negative squared distances (B, K, H, W) of features ``f`` to the centroids.
+
+        Public so that a few-label head that reads the same feature pyramid computes it once.
+        """
         c = self.centroids.to(f.dtype)
         # ||f - c||² = ||f||² - 2 f·c + ||c||²; ||f||² is the same for every k, but keeping it
         # makes the logits true (negative) squared distances, which is easier to reason about.
         dot = torch.einsum("bfhw,kf->bkhw", f, c)
         dist = (f * f).sum(1, keepdim=True) - 2 * dot + (c * c).sum(1)[None, :, None, None]
-        return [[-dist]] if all_sub_heads else [-dist]
+        return -dist
 
     def select_sub_heads(self, indices: list[int]) -> None:
         """A baseline has one sub-head per head; kept so every model has the same interface."""

@@ -283,6 +283,7 @@ def predict(
         classes: ``{"building": [3, 17]}`` cluster ids per class; default the checkpoint mapping.
             Each class gets ``<name>_<class>.tif`` (0/1) and ``<name>_<class>s.gpkg``.
         polygons: clean-up of those polygons, as :func:`geoseg.vector.vectorize.vectorize` keywords
+            (on top of a few-label head's own clean-up, ``ckpt["fewshot"]["polygons"]``)
             (``min_area`` m², ``simplify`` m, ``fill_holes``, ``regularize``).
         nodata: override the raster's nodata (``"none"`` ignores it), as ``geoseg tile``.
         block_size: block edge in pixels (rounded to whole tile strides); bounds memory.
@@ -409,7 +410,8 @@ def predict(
             torch.set_num_threads(previous)
         for dst in dsts.values():
             dst.close()
-        _finish(paths, stitched, named, n_classes, overwrite, polygons or {})
+        cleanup = {**(ckpt.get("fewshot") or {}).get("polygons", {}), **(polygons or {})}
+        _finish(paths, stitched, named, n_classes, overwrite, cleanup)
     seconds = time.perf_counter() - start
     pixels = sum((b.rows[1] - b.rows[0]) * (b.cols[1] - b.cols[0]) for b in blocks)
     log.info(

@@ -48,7 +48,7 @@ def fit_baseline(
             )
         # scikit-learn reports no progress; say what runs, so a quiet minute is not a hang
         log.info("k-means: fitting %d clusters on %d pixels", k, pixels.shape[0])
-        model.fit(pixels, seed=cfg.seed)
+        model.fit(pixels, seed=cfg.seed, n_init=cfg.baseline.n_init)
         return 0
 
     def batches(step: int):
