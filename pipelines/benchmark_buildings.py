@@ -141,7 +141,22 @@ METHODS: dict[str, dict[str, Any]] = {
     },
     # ---- end of DEFAULT
 }
+
+#: Ablations of ``default`` (docs/results.md): each removes one component, all else equal.
+_CLEANUP_OFF = {"polygons": {"min_area": 0.0, "fill_holes": False}}
+ABLATIONS: dict[str, dict[str, Any]] = {
+    # the unsupervised clusters named by IoU, no head (the clean-up kept)
+    "default-naming": {**METHODS["default"], "map": {}, "predict": {"polygons": {
+        "min_area": 10.0, "fill_holes": True}}},  # fmt: skip
+    "default-no-superpixels": {**METHODS["default"], "map": {
+        "head": "linear", "head_options": {"superpixels": False}}},  # fmt: skip
+    "default-no-clusters": {**METHODS["default"], "map": {
+        "head": "linear", "head_options": {"cluster_heads": []}}},  # fmt: skip
+    "default-no-cleanup": {**METHODS["default"], "predict": _CLEANUP_OFF},
+}
+METHODS.update(ABLATIONS)
 ALL_METHODS = ("kmeans", "kanezaki", "iic", "ac", "rf", "default")
+KNOWN_METHODS = ALL_METHODS + tuple(ABLATIONS)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -476,7 +491,7 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], list[int], Any]:
     from geoseg_api import BadInput, resolve_bands
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in ALL_METHODS]
+    unknown = [m for m in methods if m not in KNOWN_METHODS]
     if unknown or not methods:
         raise bt.BadArgument(
             f"unknown method {unknown[0] if unknown else '(none)'!r}; choose "

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_buildings import ALL_METHODS, spec_of  # noqa: E402
+from benchmark_buildings import ALL_METHODS, KNOWN_METHODS, spec_of  # noqa: E402
 
 log = logging.getLogger("benchmark_buildings_all")
 
@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     scenes = [s for s in args.scenes.split(",") if s]
     methods = [m for m in args.methods.split(",") if m]
-    bad = [s for s in scenes if s not in SCENES] + [m for m in methods if m not in ALL_METHODS]
+    bad = [s for s in scenes if s not in SCENES] + [m for m in methods if m not in KNOWN_METHODS]
     if bad:
         parser.error(
             f"unknown scene/method {bad[0]!r}; choose from {', '.join(SCENES)} / "

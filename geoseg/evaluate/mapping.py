@@ -193,6 +193,7 @@ def fit_mapping(
     head: int | Literal["linear"] | None = None,
     tile_size: int = MAP_TILE,
     nodata: Any = None,
+    head_options: dict[str, Any] | None = None,
     output: str | Path | None = None,
     overwrite: bool = False,
     seed: int = 0,
@@ -223,6 +224,8 @@ def fit_mapping(
             :mod:`geoseg.heads`), stored in the checkpoint and used by predict.
         tile_size: the labelled tiles' size (px), independent of the training crop size.
         nodata: the image's nodata override (as ``geoseg tile`` / ``predict``).
+        head_options: for ``head="linear"``, keywords of :func:`geoseg.heads.fit.fit_head`
+            (``superpixels``, ``pyramid``, ``cluster_heads``): the ablations of docs/results.md.
         output: write the mapped checkpoint here instead of updating ``checkpoint``.
         overwrite: see the module docstring.
         seed: which labelled tiles are drawn when there are more than ``max_tiles``.
@@ -278,7 +281,8 @@ def fit_mapping(
     tiles = list(progress(tiles, total=n_tiles, desc="map", unit="tile"))
     model = model_from_checkpoint(ckpt)
     if linear:
-        return _fit_linear(ckpt, model, tiles, table, skip, target=target)
+        return _fit_linear(ckpt, model, tiles, table, skip, target=target,
+                           options=head_options or {})  # fmt: skip
     heads = range(n_heads) if head is None else [int(head)]
     best = None
     for h in heads:
@@ -366,7 +370,7 @@ def strip_head(ckpt: dict[str, Any]) -> dict[str, Any]:
     return ckpt
 
 
-def _fit_linear(ckpt, model, tiles, table, skip, *, target) -> dict[str, Any]:
+def _fit_linear(ckpt, model, tiles, table, skip, *, target, options) -> dict[str, Any]:
     """Fit the few-label head and store it as one more head, mapped to its class."""
     from geoseg.checkpoint import save_checkpoint
     from geoseg.heads.fit import fit_head
@@ -386,8 +390,8 @@ def _fit_linear(ckpt, model, tiles, table, skip, *, target) -> dict[str, Any]:
         raise BadInput(f"the labelled tiles hold no {table.get(value, value)} pixel",
                        param="--labels")  # fmt: skip
     try:
-        record = fit_head(model, windows, target=value, background=background,
-                          cluster_heads=range(len(ckpt["n_clusters"])))  # fmt: skip
+        options = {"cluster_heads": range(len(ckpt["n_clusters"])), **options}
+        record = fit_head(model, windows, target=value, background=background, **options)
     except ValueError as exc:
         raise BadInput(f"cannot fit a head: {exc}", param="--labels") from exc
     name = table.get(value, "building")

@@ -70,6 +70,7 @@ def fit_head(
     background: Sequence[int],
     cluster_heads: Sequence[int] = (0,),
     superpixels: bool = True,
+    pyramid: bool = True,
 ) -> dict[str, Any]:
     """Fit the head from normalised labelled windows; return the checkpoint's ``fewshot`` record.
 
@@ -82,6 +83,7 @@ def fit_head(
         background: label values that count as "not the class".
         cluster_heads: base heads whose cluster probabilities feed the head.
         superpixels: refine the probability within superpixels (also used to calibrate).
+        pyramid: feed the feature pyramid to the head (else only cluster probabilities).
 
     Returns:
         The ``fewshot`` record (plain lists and floats) with ``estimated_iou``, ``pixels`` and
@@ -97,17 +99,19 @@ def fit_head(
     heads = [int(h) for h in cluster_heads]
     c = tiles[0][0].shape[0]
     with torch.inference_mode():
-        temps = _temperatures(base, torch.from_numpy(tiles[0][0][None]), heads)
+        temps = _temperatures(base, torch.from_numpy(tiles[0][0][None]), heads) if heads else []
         record: dict[str, Any] = {
             "kind": "linear",
-            "pyramid": True,
+            "pyramid": bool(pyramid),
             "cluster_heads": heads,
             "temperatures": temps,
             "superpixels": bool(superpixels),
             "tile_size": TILE,
             "polygons": {"min_area": MIN_BUILDING_M2, "fill_holes": True},
         }
-        n_feat = n_features(c) + sum(int(base.n_clusters[h]) for h in heads)
+        n_feat = (n_features(c) if pyramid else 0) + sum(int(base.n_clusters[h]) for h in heads)
+        if not n_feat:
+            raise ValueError("the head has no input: give it the pyramid or a cluster head")
         raw = _placeholder(base, n_feat, record)
         xs, ys = [], []
         for x, label, use in tiles:
