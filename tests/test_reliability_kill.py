@@ -89,7 +89,7 @@ TINY = (
     "n_clusters=4", "n_over_clusters=0", "data.crop_size=32", "data.batch_size=2",
     "data.quicklook_tiles=1", "model.width=0.125", "loss.displacement=1",
     "schedule.eval_batches=1", "schedule.log_every=1", "schedule.steps_per_epoch=100",
-    "schedule.steps=12", "schedule.eval_every=3", "schedule.checkpoint_every=2",
+    "schedule.steps=8", "schedule.eval_every=4", "schedule.checkpoint_every=2",
 )  # fmt: skip
 
 
@@ -106,7 +106,7 @@ def test_train_killed_then_resumed_equals_an_uninterrupted_run(store, tmp_path, 
     ref, run = tmp_path / "ref", tmp_path / "run"
     r = geoseg("train", store, "-o", ref, *sets)
     assert r.code == 0, r.err
-    note = _kill_at_random(("-q", "train", store, "-o", run, *sets), seed, 12.0)
+    note = _kill_at_random(("-q", "train", store, "-o", run, *sets), seed, 10.0)
     if (run / "last.pt").exists():
         r = geoseg("train", store, "-o", run, "--resume")
     else:
@@ -114,7 +114,7 @@ def test_train_killed_then_resumed_equals_an_uninterrupted_run(store, tmp_path, 
     assert r.code == 0, (note, r.err)
     a = torch.load(ref / "last.pt", weights_only=True)
     b = torch.load(run / "last.pt", weights_only=True)
-    assert a["step"] == b["step"] == 12
+    assert a["step"] == b["step"] == 8
     for k, v in a["model_state"].items():
         assert torch.equal(v, b["model_state"][k]), (note, k)
     assert not [p for p in tmp_path.glob(".*")], note
