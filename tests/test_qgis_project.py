@@ -186,3 +186,12 @@ def test_qgis_opens_the_project_styled_and_the_buildings_leave_the_image_visible
     assert changed[~building].mean() < 0.02, "the building raster hides the image off buildings"
     assert changed[building].mean() > 0.9, "buildings are not drawn"
     assert (image < 250).any(axis=-1).mean() > 0.9  # the image itself rendered
+
+
+def test_report_of_an_output_folder_finds_the_image_through_its_project(outputs, capsys):
+    root, _, _ = outputs
+    code, out, err = geoseg(capsys, "report", root / "out", "-o", root / "r.html")
+    assert code == 0, err
+    html = (root / "r.html").read_text()
+    assert "Image (red, green, blue)" in html and "crop.tif" in html  # from crop.qgz
+    assert "Error map" in html and "0 building" in html  # score layers; named clusters

@@ -112,7 +112,33 @@ def _image_source(contents: Contents, image) -> tuple[Path | None, list[int]]:
         if len(picked) < 3:  # no red/green/blue names: the first three bands
             picked = [bands[min(i, len(bands) - 1)] for i in range(3)]
         return path, picked
+    for project in sorted(contents.root.glob("*.qgz")):
+        found = _project_image(project)
+        if found is not None:
+            return found
     return None, []
+
+
+def _project_image(project: Path) -> tuple[Path, list[int]] | None:
+    """The "image" layer of a geoseg QGIS project (``predict --qgis-project``), if any."""
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(project) as archive:
+            name = next(n for n in archive.namelist() if n.endswith(".qgs"))
+            root = ET.fromstring(archive.read(name))
+    except (zipfile.BadZipFile, StopIteration, ET.ParseError):
+        return None
+    for layer in root.iter("maplayer"):
+        renderer = layer.find("pipe/rasterrenderer")
+        if layer.findtext("layername") != "image" or renderer is None:
+            continue
+        path = (project.parent / layer.findtext("datasource", "")).resolve()
+        bands = [int(renderer.get(f"{c}Band", 0)) for c in ("red", "green", "blue")]
+        if path.exists() and all(bands):
+            return path, bands
+    return None
 
 
 def _reference_grid(contents: Contents, image: Path | None) -> Grid | None:
