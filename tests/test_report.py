@@ -108,6 +108,8 @@ def test_error_map_draws_each_layer_in_its_colour(folder, capsys):
 def test_report_renders_in_headless_chromium(folder, tmp_path, capsys):
     from PIL import Image
 
+    if CHROMIUM is None:  # GEOSEG_REQUIRE_BROWSER=1 (CI): a missing browser fails
+        pytest.fail("no chromium on PATH; install it with `apt-get install -y chromium`")
     root, _ = folder
     page = tmp_path / "page.html"
     assert geoseg(capsys, "report", root, "-o", page)[0] == 0
