@@ -139,3 +139,55 @@ def test_direct_chunk_files_read_back_as_zarr_writes_them(data_dir, tmp_path):
         np.testing.assert_array_equal(local.group[name][:], open_store(url).group[name][:])
     assert local.stats.keys() == remote.stats.keys()
     assert all(np.array_equal(local.stats[k], remote.stats[k]) for k in local.stats)
+
+
+# --- predict ---------------------------------------------------------------------------------
+
+
+def test_predict_computes_each_tile_once_and_equals_per_block_computation(
+    tmp_path, make_raster, monkeypatch
+):
+    """Tiles shared by several blocks are computed once and handed to each: the maps equal
+    those of blocks that each compute every tile they touch (the old way), bit for bit."""
+    import torch
+    from make_fixtures import synthetic_scene
+    from test_predict import tiny_checkpoint
+
+    import geoseg.predict.raster as raster
+
+    image, _ = synthetic_scene(150, 190, seed=3)
+    image[:, :40, :50] = 0  # a nodata corner: its tiles are skipped, shared or not
+    scene = make_raster("scene.tif", image, nodata=0)
+    ckpt = tiny_checkpoint(tmp_path / "m.pt")
+    seen = []
+    make_segment = raster.segmenter
+
+    def counting(*args, **kwargs):
+        segment = make_segment(*args, **kwargs)
+
+        def run(x):
+            seen.append(len(x))
+            return segment(x)
+
+        return run
+
+    monkeypatch.setattr(raster, "segmenter", counting)
+    # One tile per forward pass: torch may sum a convolution in another order for another
+    # batch size, which would flip float ties whichever way tiles are grouped; with one tile
+    # per pass the model gives each tile the same bits in both runs, so any difference left
+    # would be the blending's.
+    torch.set_num_threads(1)
+    kw = dict(tile_size=32, overlap=8, block_size=48, batch_size=1, probabilities=True)
+    once = raster.predict(scene, ckpt, tmp_path / "once", **kw)
+    grid_tiles = len(tile_windows(150, 190, 32, 8))
+    assert sum(seen) < grid_tiles  # every tile at most once (nodata tiles skipped)
+    seen.clear()
+    monkeypatch.setattr(raster, "shared_tiles", lambda blocks, tile: ({}, [[] for _ in blocks]))
+    every = raster.predict(scene, ckpt, tmp_path / "every", **kw)
+    assert sum(seen) > grid_tiles  # the old way recomputes the tiles on block borders
+    for role in ("clusters", "probabilities"):
+        with rasterio.open(once[role]) as a, rasterio.open(every[role]) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+            for f in a.overviews(1):
+                shape = (a.count, a.height // f, a.width // f)
+                np.testing.assert_array_equal(a.read(out_shape=shape), b.read(out_shape=shape))

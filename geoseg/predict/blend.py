@@ -4,8 +4,10 @@
 Seams are avoided by defining everything on ONE global tile grid: a block computes exactly the
 tiles that touch it, with the same windows and the same blend weights a whole-scene run would
 use, and adds them up in the same (row-major) order. The class map is therefore the same
-whatever the block size; only the cost changes (a tile straddling a block border is computed
-by both blocks).
+whatever the block size. A tile straddling a block border is computed ONCE: the tiles that
+touch several blocks are grouped by the blocks they touch (:func:`shared_tiles`), computed by
+their own task (:func:`segment_tiles`) and handed to each of those blocks, so predict runs
+the model on exactly the tiles of the scene's grid, as a bare loop over it would.
 
 Nothing here reads files: a block gets its pixels from the caller and its probabilities from
 a ``segment`` callable, so the same code serves predict (file blocks), predict_array (one
@@ -36,6 +38,7 @@ def blend_block(
     n_classes: int,
     valid: np.ndarray | None = None,
     norm: Mapping[str, Sequence[float]] | None = None,
+    shared: Mapping[tuple[int, int], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Blended probabilities (K, h, w) float32 of ``block``'s output window.
 
@@ -55,6 +58,9 @@ def blend_block(
         n_classes: K, the number of probability channels ``segment`` returns.
         valid: (h, w) bool over the read window, or ``None`` when every pixel is valid.
         norm: statistics for :func:`geoseg.io.bands.model_input`, or ``None``.
+        shared: probabilities (K, T, T) of tiles computed elsewhere (those shared with other
+            blocks, from :func:`segment_tiles`), by ``(row, col)``; the others are computed
+            here, batch by batch, in row-major order.
     """
     rr0, cc0 = block.read_rows[0], block.read_cols[0]
     need_h = max(r for r, _ in block.tiles) + tile - rr0
@@ -75,23 +81,99 @@ def blend_block(
     (r0, r1), (c0, c1) = block.rows, block.cols
     acc = np.zeros((n_classes, r1 - r0, c1 - c0), np.float32)
     wsum = np.zeros((r1 - r0, c1 - c0), np.float32)
-    for start in range(0, len(tiles), batch_size):
-        batch = tiles[start : start + batch_size]
-        windows = [
-            (slice(r - rr0, r - rr0 + tile), slice(c - cc0, c - cc0 + tile)) for r, c in batch
-        ]
-        xb = np.stack([x[:, rs, cs] for rs, cs in windows])
-        vb = None if valid is None else np.stack([valid[rs, cs] for rs, cs in windows])
-        xb, _ = model_input(xb, vb, norm)
-        probs = segment(xb)
-        for (r, c), p in zip(batch, probs, strict=True):
-            # Intersection of this tile with the output window, in block and in tile coordinates.
-            top, bottom = max(r, r0), min(r + tile, r1)
-            left, right = max(c, c0), min(c + tile, c1)
-            tr, tc = slice(top - r, bottom - r), slice(left - c, right - c)
-            br, bc = slice(top - r0, bottom - r0), slice(left - c0, right - c0)
-            w = weight[tr, tc]
-            acc[:, br, bc] += p[:, tr, tc] * w
-            wsum[br, bc] += w
+    shared = shared or {}
+    own = [t for t in tiles if t not in shared]  # computed here, in row-major order
+    done: dict[tuple[int, int], np.ndarray] = {}
+    for r, c in tiles:
+        if (r, c) in shared:
+            p = shared[(r, c)]
+        else:
+            if not done:  # the next batch of this block's own tiles
+                batch, own = own[:batch_size], own[batch_size:]
+                probs = _segment(x, valid, batch, rr0, cc0, tile, norm, segment)
+                done = dict(zip(batch, probs, strict=True))
+            p = done.pop((r, c))
+        # Intersection of this tile with the output window, in block and in tile coordinates.
+        top, bottom = max(r, r0), min(r + tile, r1)
+        left, right = max(c, c0), min(c + tile, c1)
+        tr, tc = slice(top - r, bottom - r), slice(left - c, right - c)
+        br, bc = slice(top - r0, bottom - r0), slice(left - c0, right - c0)
+        w = weight[tr, tc]
+        acc[:, br, bc] += p[:, tr, tc] * w
+        wsum[br, bc] += w
     np.divide(acc, wsum, out=acc, where=wsum > 0)
     return acc
+
+
+def _segment(x, valid, batch, rr0: int, cc0: int, tile: int, norm, segment) -> np.ndarray:
+    """Probabilities (B, K, T, T) of the tiles ``batch`` cut from ``x`` (read from ``rr0, cc0``)."""
+    windows = [(slice(r - rr0, r - rr0 + tile), slice(c - cc0, c - cc0 + tile)) for r, c in batch]
+    xb = np.stack([x[:, rs, cs] for rs, cs in windows])
+    vb = None if valid is None else np.stack([valid[rs, cs] for rs, cs in windows])
+    xb, _ = model_input(xb, vb, norm)
+    return segment(xb)
+
+
+# --- tiles shared by several blocks ----------------------------------------------------------
+
+
+def shared_tiles(
+    blocks: Sequence[Block], tile: int
+) -> tuple[dict[tuple, tuple[tuple[int, int], ...]], list[list[tuple]]]:
+    """Group the tiles that touch more than one block by the blocks they touch.
+
+    Returns ``(groups, uses)``: ``groups`` maps a key (the row-block and column-block indices
+    a tile touches) to its tiles in row-major order, and ``uses[i]`` lists the keys of the
+    groups block ``i`` needs. Tiles inside one block are in no group: that block computes them.
+    """
+    row_edges = sorted({b.rows for b in blocks})
+    col_edges = sorted({b.cols for b in blocks})
+
+    def touched(edges, start):
+        return tuple(k for k, (a, z) in enumerate(edges) if start < z and start + tile > a)
+
+    groups: dict[tuple, list[tuple[int, int]]] = {}
+    for b in blocks:
+        for r, c in b.tiles:
+            key = (touched(row_edges, r), touched(col_edges, c))
+            if len(key[0]) > 1 or len(key[1]) > 1:
+                groups.setdefault(key, [])
+                if (r, c) not in groups[key]:
+                    groups[key].append((r, c))
+    uses = [
+        [
+            key
+            for key in groups
+            if row_edges.index(b.rows) in key[0] and col_edges.index(b.cols) in key[1]
+        ]
+        for b in blocks
+    ]
+    return {k: tuple(sorted(v)) for k, v in groups.items()}, uses
+
+
+def segment_tiles(
+    x: np.ndarray,
+    valid: np.ndarray | None,
+    tiles: Sequence[tuple[int, int]],
+    origin: tuple[int, int],
+    segment: Segment,
+    *,
+    tile: int,
+    batch_size: int,
+    norm: Mapping[str, Sequence[float]] | None = None,
+) -> dict[tuple[int, int], np.ndarray]:
+    """Probabilities (K, T, T) of ``tiles`` cut from ``x`` (read from scene pixel ``origin``),
+    by ``(row, col)``; tiles without a valid pixel are left out (no block blends them)."""
+    rr0, cc0 = origin
+    if valid is not None:
+        tiles = [
+            (r, c)
+            for r, c in tiles
+            if valid[r - rr0 : r - rr0 + tile, c - cc0 : c - cc0 + tile].any()
+        ]
+    out: dict[tuple[int, int], np.ndarray] = {}
+    for start in range(0, len(tiles), batch_size):
+        batch = list(tiles[start : start + batch_size])
+        probs = _segment(x, valid, batch, rr0, cc0, tile, norm, segment)
+        out.update(zip(batch, probs, strict=True))
+    return out
