@@ -248,7 +248,7 @@ def footprint_metrics(name, scene, image, labels, best, run) -> dict[str, Any]:
         mapped = fit_mapping(
             best, labels=labels, image=image, column=scene.column, names=scene.names,
             max_tiles=MAP_TILES, method="majority", output=run / "mapped.pt", overwrite=True,
-            seed=SEED, device="cpu",
+            seed=SEED, device="cpu", head=0,
         )  # fmt: skip
         model, building = run / "mapped.pt", mapped["mapping"]["classes"].get("building", [])
         tiles = mapped["tiles"]
@@ -287,6 +287,7 @@ def dense_metrics(name, scene, image, labels, best, run) -> dict[str, Any]:
     mapped = fit_mapping(
         best, labels=labels, image=image, names=dict(ISPRS_NAMES), max_tiles=MAP_TILES,
         method="majority", output=run / "mapped.pt", overwrite=True, seed=SEED, device="cpu",
+        head=0,
     )  # fmt: skip
     written = predict(image, best, run / "predict", device="cpu", overwrite=True)
     six = evaluate(written["clusters"], labels, method="hungarian", names=dict(ISPRS_NAMES))
