@@ -146,13 +146,22 @@ METHODS: dict[str, dict[str, Any]] = {
 _CLEANUP_OFF = {"polygons": {"min_area": 0.0, "fill_holes": False}}
 ABLATIONS: dict[str, dict[str, Any]] = {
     # the unsupervised clusters named by IoU, no head (the clean-up kept)
-    "default-naming": {**METHODS["default"], "map": {}, "predict": {"polygons": {
-        "min_area": 10.0, "fill_holes": True}}},  # fmt: skip
-    "default-no-superpixels": {**METHODS["default"], "map": {
-        "head": "linear", "head_options": {"superpixels": False}}},  # fmt: skip
-    "default-no-clusters": {**METHODS["default"], "map": {
-        "head": "linear", "head_options": {"cluster_heads": []}}},  # fmt: skip
+    "default-naming": {
+        **METHODS["default"],
+        "map": {},
+        "predict": {"polygons": {"min_area": 10.0, "fill_holes": True}},
+    },  # fmt: skip
+    "default-no-superpixels": {
+        **METHODS["default"],
+        "map": {"head": "linear", "head_options": {"superpixels": False}},
+    },  # fmt: skip
+    "default-no-clusters": {
+        **METHODS["default"],
+        "map": {"head": "linear", "head_options": {"cluster_heads": []}},
+    },  # fmt: skip
     "default-no-cleanup": {**METHODS["default"], "predict": _CLEANUP_OFF},
+    "default-linear": {**METHODS["default"], "map": {"head": "linear"}},
+    "default-mlp": {**METHODS["default"], "map": {"head": "mlp"}},
 }
 METHODS.update(ABLATIONS)
 ALL_METHODS = ("kmeans", "kanezaki", "iic", "ac", "rf", "default")
@@ -564,6 +573,22 @@ def tile_store(scene: bt.Scene, bands: list[int], out: Path):
     return tile([scene.image], path, bands=bands, tile_size=STORE_TILE, overlap=0, overwrite=True)
 
 
+def hold_folder(out: Path):
+    """An exclusive lock on DIR for this run: two runs on one DIR (e.g. a ``default`` rerun
+    beside the other methods) would re-stage the inputs and the store under each other, so the
+    second waits. Released when the process exits."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / ".benchmark.lock", "w")  # noqa: SIM115 (held for the process)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info("another run holds %s; waiting for it", out)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write (temporary name in the same folder, then renamed)."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -585,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     set_enabled(False)  # progress bars would flood the log of a long unattended run
     try:
         methods, bands, flt = check_args(args)
+        lock = hold_folder(args.out)  # noqa: F841 (held until the process exits)
         scene, draws = stage_all(args, bands, flt)
     except bt.BadArgument as exc:
         print(f"error: {exc.param}: {exc}", file=sys.stderr)
