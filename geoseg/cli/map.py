@@ -15,12 +15,14 @@ from geoseg.cli.options import (
 
 def _parse_head(ctx: click.Context, param: click.Parameter, value: str | None):
     """``linear`` (fit a few-label head) or a head index."""
-    if value is None or value == "linear":
+    if value is None or value in ("linear", "mlp"):
         return value
     try:
         head = int(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r}: use linear or a head number (0, 1, ...)") from None
+        raise click.BadParameter(
+            f"{value!r}: use linear, mlp or a head number (0, 1, ...)"
+        ) from None
     if head < 0:
         raise click.BadParameter(f"{value!r}: head numbers start at 0")
     return head
@@ -81,9 +83,10 @@ def _parse_head(ctx: click.Context, param: click.Parameter, value: str | None):
     "--head",
     callback=_parse_head,
     default=None,
-    metavar="linear|N",
+    metavar="linear|mlp|N",
     help="linear: fit a few-label head (logistic regression on the frozen features, with "
-    "superpixel refinement) and store it in the checkpoint; N: name the clusters of head N.  "
+    "superpixel refinement) and store it in the checkpoint; mlp: the same with one hidden "
+    "layer; N: name the clusters of head N.  "
     "[default: name the clusters of the head that fits the labels best]",
 )
 @click.option(

@@ -190,7 +190,7 @@ def fit_mapping(
     names: dict[int, str] | None = None,
     column: str | None = None,
     fill: int | None = None,
-    head: int | Literal["linear"] | None = None,
+    head: int | Literal["linear", "mlp"] | None = None,
     tile_size: int = MAP_TILE,
     nodata: Any = None,
     head_options: dict[str, Any] | None = None,
@@ -221,7 +221,8 @@ def fit_mapping(
             set reaches the best IoU is kept, so an over-clustering head is used where it
             helps), or ``"linear"``: fit a logistic-regression head on the frozen features
             (feature pyramid + cluster probabilities of every head, see
-            :mod:`geoseg.heads`), stored in the checkpoint and used by predict.
+            :mod:`geoseg.heads`), stored in the checkpoint and used by predict; ``"mlp"``:
+            the same with one hidden layer.
         tile_size: the labelled tiles' size (px), independent of the training crop size.
         nodata: the image's nodata override (as ``geoseg tile`` / ``predict``).
         head_options: for ``head="linear"``, keywords of :func:`geoseg.heads.fit.fit_head`
@@ -258,7 +259,7 @@ def fit_mapping(
                        "or -o to write a new checkpoint", param="CHECKPOINT")  # fmt: skip
     ckpt = strip_head(ckpt)
     n_heads = len(ckpt["n_clusters"])
-    linear = head == "linear"
+    linear = head in ("linear", "mlp")
     if not linear and head is not None and not 0 <= int(head) < n_heads:
         raise BadInput(f"head {head} does not exist; the model has {n_heads}", param="--head")
     skip: tuple[int, ...] = ()
@@ -281,8 +282,8 @@ def fit_mapping(
     tiles = list(progress(tiles, total=n_tiles, desc="map", unit="tile"))
     model = model_from_checkpoint(ckpt)
     if linear:
-        return _fit_linear(ckpt, model, tiles, table, skip, target=target,
-                           options=head_options or {})  # fmt: skip
+        options = {"kind": head, "seed": seed, **(head_options or {})}
+        return _fit_linear(ckpt, model, tiles, table, skip, target=target, options=options)
     heads = range(n_heads) if head is None else [int(head)]
     best = None
     for h in heads:
@@ -399,7 +400,7 @@ def _fit_linear(ckpt, model, tiles, table, skip, *, target, options) -> dict[str
     ckpt["n_clusters"] = list(ckpt["n_clusters"]) + [2]
     if "head_names" in ckpt:
         ckpt["head_names"] = list(ckpt["head_names"]) + [HEAD_NAME]
-    ckpt["mapping"] = {"head": len(ckpt["n_clusters"]) - 1, "method": "linear",
+    ckpt["mapping"] = {"head": len(ckpt["n_clusters"]) - 1, "method": record["kind"],
                        "classes": {name: [1]}, "class_ids": {name: int(value)}}  # fmt: skip
     save_checkpoint(ckpt, target)
     by_name = {name: round(record["estimated_iou"], 4)}

@@ -30,7 +30,8 @@ HEAD_NAME = "building"
 
 
 class HeadedModel(nn.Module):
-    """``base`` plus a linear few-label head over [feature pyramid, cluster probabilities].
+    """``base`` plus a few-label head over [feature pyramid, cluster probabilities]: linear
+    (``kind="linear"``) or with one hidden ReLU layer (``kind="mlp"``).
 
     Args:
         base: any geoseg model (its heads are kept; the new head is appended).
@@ -45,8 +46,10 @@ class HeadedModel(nn.Module):
         self.use_pyramid = bool(record.get("pyramid", True))
         self.temperature = [float(t) for t in record.get("temperatures", [1.0])]
         self.superpixels = bool(record.get("superpixels", True))
-        for key in ("mean", "std", "weight"):
-            self.register_buffer(key, torch.as_tensor(record[key], dtype=torch.float32))
+        self.kind = str(record.get("kind", "linear"))
+        for key in ("mean", "std", "weight", "hidden_weight", "hidden_bias"):
+            if key in record:
+                self.register_buffer(key, torch.as_tensor(record[key], dtype=torch.float32))
         self.bias = float(record["bias"])
         self.threshold = float(record.get("threshold", 0.5))
         self.head_names = list(base.head_names) + [HEAD_NAME]
@@ -76,6 +79,9 @@ class HeadedModel(nn.Module):
         base = self._base(x)
         outputs = base[0]
         f = self.features(x, base)
+        if self.kind == "mlp":  # one hidden ReLU layer: (D, H) then (H,)
+            h = torch.einsum("bdhw,dk->bkhw", f, self.hidden_weight)
+            f = torch.relu(h + self.hidden_bias[None, :, None, None])
         prob = torch.sigmoid(torch.einsum("bdhw,d->bhw", f, self.weight) + self.bias)
         if refined and self.superpixels:
             img = x.detach().float().cpu().numpy()
