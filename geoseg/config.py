@@ -181,6 +181,10 @@ class DataConfig:
         min_valid: fraction of valid pixels a crop needs, so nodata edges do not dominate.
         quicklook_tiles: fixed tiles drawn as image | clusters PNGs each epoch.
         pin_memory: pin host batches when training on CUDA (faster host→device copies).
+        workers: data-loader processes cutting crops ahead of the model (-1 = choose: up to 8
+            on CUDA, 1 on a CPU with two or more cores; 0 = in the training thread). Crops
+            depend only on (seed, step), so this never changes a run's numbers.
+        cache_mb: decoded tiles kept per process, so a tile drawn again is not decoded again.
     """
 
     crop_size: int = 128
@@ -188,6 +192,8 @@ class DataConfig:
     min_valid: float = 0.5
     quicklook_tiles: int = 4
     pin_memory: bool = True
+    workers: int = -1
+    cache_mb: float = 256.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,6 +304,8 @@ class TrainConfig:
         n_over_clusters: clusters of the overclustering head (0 = no such head).
         seed: seeds torch, numpy and python RNGs, so a run is repeatable.
         model: passed through to ``geoseg.models.build_model`` as ``model_cfg``.
+        compile: run the training forward through ``torch.compile`` (off by default: it
+            compiles for a minute or more before the first step, worth it on long GPU runs).
     """
 
     method: typing.Literal["iic", "ac", "kmeans", "kanezaki"] = "iic"
@@ -311,3 +319,4 @@ class TrainConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
+    compile: bool = False

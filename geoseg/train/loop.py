@@ -16,8 +16,10 @@ one; the folder itself is not a temporary name, because an interrupted run must 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,17 @@ from geoseg.paths import atomic_output, check_input, check_output, remove
 from geoseg.progress import progress
 from geoseg.progress import set_enabled as set_progress
 from geoseg.train.baselines import fit_baseline
-from geoseg.train.data import CropSampler, rng_state, seed_everything, set_rng_state, step_generator
+from geoseg.train.data import (
+    CropSampler,
+    StallMeter,
+    loader_workers,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    step_batches,
+    step_generator,
+    torch_threads,
+)
 from geoseg.train.distributed import setup, wrap
 from geoseg.train.evaluation import evaluate
 from geoseg.train.methods import BASELINES, method_for, model_spec
@@ -95,6 +107,7 @@ def train(
     resume: bool = False,
     device: str = "auto",
     overwrite: bool = False,
+    max_seconds: float | None = None,
 ) -> Path:
     """Train (or fit a baseline) on ``store`` into the run folder ``output`` (see :func:`_run`).
 
@@ -115,6 +128,7 @@ def train(
             resume=resume,
             device=device,
             overwrite=overwrite,
+            max_seconds=max_seconds,
         )
     except BaseException:
         if work != output:
@@ -150,6 +164,31 @@ def _weights_finite(model) -> float:
     return math.nan if bad else 0.0
 
 
+def _write_summary(path: Path, meter: StallMeter, *, steps: int, crops: int, **info) -> None:
+    """``summary.json``: this process's training throughput and input stall (the figures of
+    docs/benchmarks.md). A resumed run's summary covers the steps it ran itself."""
+    device = info.pop("device")
+    peak = None
+    if device.type == "cuda":
+        peak = int(torch.cuda.max_memory_allocated(device))
+    seconds = meter.stepped
+    summary = {
+        "steps": steps,
+        "crops": crops,
+        "step_seconds": round(seconds, 3),
+        "wait_seconds": round(meter.waited, 3),
+        "data_stall": round(meter.stall, 5),
+        "steps_per_s": round(steps / seconds, 3) if seconds > 0 else None,
+        "crops_per_s": round(crops / seconds, 2) if seconds > 0 else None,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "peak_gpu_memory_bytes": peak,
+        **info,
+    }
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+
+
 def _run(
     store: Any,
     output: str | Path,
@@ -160,6 +199,7 @@ def _run(
     resume: bool = False,
     device: str = "auto",
     overwrite: bool = False,
+    max_seconds: float | None = None,
 ) -> Path:
     """Train (or fit a baseline) on ``store`` into the run folder ``output``.
 
@@ -171,6 +211,9 @@ def _run(
         resume: continue from ``output/last.pt`` with the run's saved config (plus overrides,
             e.g. a larger ``schedule.steps``).
         device: ``auto`` | ``cpu`` | ``cuda``.
+        max_seconds: a time budget for the gradient steps (evaluation excluded): the run
+            stops at the first step past it, evaluated and checkpointed like a last step
+            (``pipelines/gpu_check.py``); ``schedule.steps`` stays the upper bound.
 
     Returns:
         the path of ``best.pt``.
@@ -247,11 +290,17 @@ def _run(
         dist.barrier()
         return output / "best.pt"
 
+    cuda = dev.type == "cuda"
+    if cuda:
+        # NHWC is what cuDNN's tensor-core convolutions run natively (no layout transposes)
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
     )
-    amp = dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    # Mixed precision on CUDA only: bf16 where the GPU has it (fp32's exponent range, so no
+    # loss scaling), else fp16 with the GradScaler. On CPU training stays plain fp32.
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
     step, best_loss, resumed_at, saved = 0, math.inf, None, None
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state"])
@@ -259,10 +308,12 @@ def _run(
         step = resumed_at = saved = int(ckpt["step"])
         best_loss = ckpt["best_loss"] if ckpt["best_loss"] is not None else math.inf
         set_rng_state(ckpt["rng_state"])
-        if amp and ckpt.get("scaler_state"):
+        if scaler.is_enabled() and ckpt.get("scaler_state"):
             scaler.load_state_dict(ckpt["scaler_state"])
         log.info("resuming %s at step %d", output, step)
     net = wrap(model, dist, dev)
+    if cfg.compile:
+        net = torch.compile(net)  # the training forward only; eval and quicklooks stay eager
     if dist.main:
         metrics = MetricsLog(output / "metrics.csv", resume_step=step if ckpt else None)
     look_tiles = sampler.fixed_tiles(cfg.data.quicklook_tiles)
@@ -270,14 +321,29 @@ def _run(
     n_heads = len(model.head_names)
     model.train()
 
+    # crops are cut by loader workers ahead of the model (the same batches as in this thread)
+    workers = loader_workers(cfg.data.workers, cuda=cuda, store=store)
+    torch.set_num_threads(torch_threads(workers))  # the cores the workers leave, once
+    batches = step_batches(
+        sampler, step, sch.steps, workers=workers, pin_memory=cuda and cfg.data.pin_memory
+    )
+    meter = StallMeter()
+    start_step = step
+
     bar = progress(total=sch.steps, desc=f"train {cfg.method}", unit="step")
     bar.update(step)
     while True:
+        out_of_time = max_seconds is not None and meter.stepped >= max_seconds
         # periodic evaluation and checkpoints (also at the very end)
-        last = step >= sch.steps
+        last = step >= sch.steps or out_of_time
         # (a resumed run does not repeat the evaluation its checkpoint step already logged;
         # in a torchrun job rank 0 evaluates and saves while the others wait in the next step)
         due = step > 0 and step % sch.eval_every == 0 and step != resumed_at
+        ckpt_due = step > 0 and step % sch.checkpoint_every == 0
+        if cuda and (last or due or ckpt_due):
+            t0 = time.perf_counter()  # the queued GPU work belongs to the steps' time
+            torch.cuda.synchronize(dev)
+            meter.stepped += time.perf_counter() - t0
         if dist.main and (last or due):
             rows, best_subs = evaluate(model, sampler, method, cfg, dev, step)
             model.select_sub_heads(best_subs)
@@ -288,7 +354,7 @@ def _run(
             if rows[0]["loss"] < best_loss:
                 best_loss = rows[0]["loss"]
                 snapshot(model, None, cfg, sampler, step, best_loss).save(output / "best.pt")
-        if dist.main and (last or (step > 0 and step % sch.checkpoint_every == 0)):
+        if dist.main and (last or ckpt_due):
             _finite(_weights_finite(model), "weights", step, output, saved)
             ckpt = snapshot(model, optimizer, cfg, sampler, step, best_loss)
             # the loss scale of mixed precision is training state too (plain floats and ints)
@@ -298,13 +364,15 @@ def _run(
             break
 
         # forward / backward on one batch; heads alternate (main, over, main, ...)
+        meter.begin()
         head = step % n_heads
-        batch = sampler.batch(step)
-        if amp and cfg.data.pin_memory:
-            batch = {k: v.pin_memory() for k, v in batch.items() if v is not None}
+        batch = next(batches)
+        meter.got_batch()
         x = batch["image"].to(dev, non_blocking=True)
         valid = batch["valid"].to(dev, non_blocking=True)
-        with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=cuda):
             rng = step_generator(cfg.seed, step, 1, dist.rank)
             p1s, p2s, both = method.pair(net, x, valid, head, rng)
         # sub-heads share the trunk; their losses are averaged (IIC paper)
@@ -322,14 +390,34 @@ def _run(
             # (checked where the loss is read anyway: no extra GPU sync per step)
             _finite(float(loss.detach()), "training loss", step, output, saved)
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", head=model.head_names[head])
+            meter.end()
             metrics.write(
-                step=step, split="train", head=model.head_names[head], loss=float(loss.detach())
+                step=step,
+                split="train",
+                head=model.head_names[head],
+                loss=float(loss.detach()),
+                data_stall=meter.stall,
             )
+        else:
+            meter.end()
         if dist.main and (step % sch.steps_per_epoch == 0 or step == sch.steps):
             epoch = math.ceil(step / sch.steps_per_epoch)
             quicklook(
                 model, sampler, look_tiles, output / "quicklook" / f"epoch_{epoch:03d}.png", dev
             )
+    batches.close()  # stops the loader workers (a time budget leaves batches unused)
+    if dist.main:
+        _write_summary(
+            output / "summary.json",
+            meter,
+            steps=step - start_step,
+            crops=(step - start_step) * sampler.batch_size * dist.world,
+            stopped="time" if step < sch.steps else "steps",
+            workers=workers,
+            device=dev,
+            amp=(str(amp_dtype).removeprefix("torch.") if cuda else None),
+            compiled=cfg.compile,
+        )
     bar.close()
     dist.barrier()
     return output / "best.pt"

@@ -28,6 +28,7 @@ COLUMNS = [
     "clusters_used",
     "hungarian_acc",
     "miou",
+    "data_stall",  # train rows: fraction of step time spent waiting for batches, so far
 ]
 
 
