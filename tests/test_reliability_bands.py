@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from reliability_util import CROPS, assert_refused, geoseg, read, train_kmeans, write_raster
+from reliability_util import CROPS, REPO, assert_refused, geoseg, read, train_kmeans, write_raster
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +190,14 @@ def test_described_band_codes_are_names_not_positions(fixture_pixels, tmp_path):
         read(tmp_path / "out" / "s2_clusters.tif"),
         read(tmp_path / "out" / "s2_shuffled_clusters.tif"),
     )
+
+
+def test_map_applies_the_same_band_contract(rgbn_model, tmp_path):
+    """`geoseg map --image` predicts too: Shanghai uint16 into the uint8 model is refused.
+    Today: bands 1..4 of the uint16 file are read (count only), exit 0 or a late error.
+    """
+    labels = REPO / "geoseg" / "data" / "vegas_img2144" / "labels.geojson"
+    r = geoseg("map", rgbn_model, "--labels", labels, "--image",
+               CROPS / "shanghai_mul8_uint16.tif", "-o", tmp_path / "mapped.pt")  # fmt: skip
+    assert_refused(r, "uint16", "uint8")
+    assert not (tmp_path / "mapped.pt").exists()

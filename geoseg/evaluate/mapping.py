@@ -90,13 +90,19 @@ def _image_tiles(image, labels, ckpt, *, column, fill, names, max_tiles, seed, s
     """
     from rasterio.windows import Window
 
+    from geoseg.io.bands import file_band_labels, match_bands
     from geoseg.io.labels import Grid, LabelSource
     from geoseg.io.rasters import open_raster, read_window
-    from geoseg.predict.raster import select_bands
     from geoseg.tiles.grid import TileGrid
 
     src = open_raster(image, param="--image")
-    bands = select_bands(src.count, ckpt["bands"], name=Path(image).name)
+    # the band contract, as predict: by name and pixel type (docs/reliability.md)
+    bands = match_bands(
+        file_band_labels(src), src.dtypes[0],
+        model_names=ckpt.get("band_names") or [f"b{b}" for b in ckpt["bands"]],
+        model_bands=ckpt["bands"], model_dtype=ckpt.get("dtype"),
+        model_count=ckpt.get("band_count"), name=Path(image).name,
+    )  # fmt: skip
     windows = [
         (row, col)
         for row, col in TileGrid.for_prediction(size, 0).windows(src.height, src.width)
