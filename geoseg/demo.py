@@ -140,7 +140,7 @@ def demo(
     try:
         mapping = fit_mapping(
             best, labels=labels, image=image, column="label", names=LABEL_NAMES,
-            max_tiles=MAP_TILES, device=device, head="linear",
+            max_tiles=MAP_TILES, device=device, head="mlp",
         )  # fmt: skip
     except NoClassFound as exc:
         log.warning("%s", exc)

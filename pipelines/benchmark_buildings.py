@@ -136,7 +136,7 @@ METHODS: dict[str, dict[str, Any]] = {
             "baseline.samples=40000",
             "baseline.n_init=3",
         ),
-        "map": {"head": "linear"},
+        "map": {"head": "mlp"},
         "predict": {"polygons": {"min_area": 10.0, "fill_holes": True}},
     },
     # ---- end of DEFAULT
@@ -153,15 +153,14 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     },  # fmt: skip
     "default-no-superpixels": {
         **METHODS["default"],
-        "map": {"head": "linear", "head_options": {"superpixels": False}},
+        "map": {"head": "mlp", "head_options": {"superpixels": False}},
     },  # fmt: skip
     "default-no-clusters": {
         **METHODS["default"],
-        "map": {"head": "linear", "head_options": {"cluster_heads": []}},
+        "map": {"head": "mlp", "head_options": {"cluster_heads": []}},
     },  # fmt: skip
     "default-no-cleanup": {**METHODS["default"], "predict": _CLEANUP_OFF},
     "default-linear": {**METHODS["default"], "map": {"head": "linear"}},
-    "default-mlp": {**METHODS["default"], "map": {"head": "mlp"}},
 }
 METHODS.update(ABLATIONS)
 ALL_METHODS = ("kmeans", "kanezaki", "iic", "ac", "rf", "default")
