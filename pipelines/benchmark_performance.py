@@ -74,7 +74,7 @@ QUICK = {
     "predict": 1536,
     "rss": (1024, 4096),
     "vectorize": 4096,
-    "train_steps": 60,
+    "train_steps": 20,
     "repeats": 3,
 }
 TILE, OVERLAP, BATCH, BLOCK = 256, 32, 8, 1024
@@ -422,7 +422,7 @@ def call(fn: str, *args, log: Path | None = None):
     )["value"]
 
 
-def compare(a, bs: dict, repeats: int, *, before=None, log=None) -> dict:
+def compare(a, bs: dict, repeats: int, *, before=None, after=None, log=None) -> dict:
     """A then each B in turn, ``repeats`` rounds; per B the median/min/max of A/B per round.
 
     ``bs`` maps a name to ``(command, metric)``; the metric is ``seconds`` (timed inside the
@@ -435,6 +435,8 @@ def compare(a, bs: dict, repeats: int, *, before=None, log=None) -> dict:
             if before:
                 before()
             runs[name].append(run(cmd, log))
+            if after:
+                after(name)
 
     def summary(rs, metric):
         vals = [r[metric] for r in rs]
@@ -662,13 +664,16 @@ def bench_vectorize(work: Path, size: int, repeats: int, log: Path) -> dict:
             "argv": ["-q", "vectorize", str(raster), "-o", str(ours), *extra, "--overwrite"],
         }
         gdal = [str(GDAL_BIN / "gdal_polygonize.py"), "-q", str(gdal_in), "-f", "GPKG", str(theirs)]
-        res = compare(geoseg, {"gdal": (gdal, "wall")}, repeats, before=rm(ours, theirs), log=log)[
-            "gdal"
-        ]
-        res["polygons"] = {
-            "geoseg": call("polygon_count", ours, log=log),
-            "gdal": call("polygon_count", theirs, log=log),
-        }
+        counts = {}
+
+        def count(who, counts=counts):  # each tool's output, read before the next run
+            path = ours if who == "a" else theirs
+            counts["geoseg" if who == "a" else "gdal"] = call("polygon_count", path, log=log)
+
+        res = compare(
+            geoseg, {"gdal": (gdal, "wall")}, repeats, before=rm(ours, theirs), after=count, log=log
+        )["gdal"]
+        res["polygons"] = counts
         out[name] = res
         rm(ours, theirs, ours.with_suffix(".qml"))()
     return {

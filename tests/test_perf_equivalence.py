@@ -191,3 +191,47 @@ def test_predict_computes_each_tile_once_and_equals_per_block_computation(
             for f in a.overviews(1):
                 shape = (a.count, a.height // f, a.width // f)
                 np.testing.assert_array_equal(a.read(out_shape=shape), b.read(out_shape=shape))
+
+
+# --- vectorize -------------------------------------------------------------------------------
+
+
+def test_raster_space_links_equal_the_geometric_search(make_raster):
+    """Border pieces joined through 4-adjacent pixels across block borders (raster space)
+    form the same components as the geometric search they replace: pieces of one value
+    whose boundaries share a stretch of positive length (STRtree + DE-9IM), never a corner."""
+    import shapely
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    import geoseg.vector.vectorize as vz
+
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 3, (97, 131), dtype=np.uint8)
+    data[rng.random(data.shape) < 0.05] = 255  # nodata speckle
+    raster = make_raster("classes.tif", data[None], nodata=255)
+    opts = vz._options(raster, None, None, 0.0, 0.0, False, False)
+    size = 20
+    windows = [
+        Window(c, r, min(size, 131 - c), min(size, 97 - r))
+        for r in range(0, 97, size)
+        for c in range(0, 131, size)
+    ]
+    results = [vz._block(opts, w) for w in windows]
+    pieces = vz._Pieces.concat([edge for _, edge, _ in results])
+    links = vz._links(windows, [e for _, _, e in results], [len(p.geoms) for _, p, _ in results])
+    same = pieces.values[links[:, 0]] == pieces.values[links[:, 1]]
+    left, right = shapely.STRtree(pieces.geoms).query(pieces.geoms, predicate="touches")
+    pair = (left < right) & (pieces.values[left] == pieces.values[right])
+    left, right = left[pair], right[pair]
+    edge = shapely.relate_pattern(pieces.geoms[left], pieces.geoms[right], "****1****")
+    n = len(pieces.geoms)
+
+    def components(a, b):
+        graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+        return connected_components(graph, directed=False)[1]
+
+    raster_space = components(links[same, 0], links[same, 1])
+    geometric = components(left[edge], right[edge])
+    assert n > 100 and same.sum() > 50
+    np.testing.assert_array_equal(raster_space, geometric)
