@@ -152,6 +152,23 @@ def test_tile_on_a_full_disk_says_no_space_left_on_the_path(fixtures, full_disk)
     assert_refused(r, "no space left on", str(full_disk), code=1)
 
 
+def test_a_read_only_output_folder_is_named(fixtures, tmp_path):
+    """A real read-only filesystem (tmpfs mounted ro; needs root): exit 2 naming the output.
+    Today: "OSError: [Errno 30] Read-only file system ...", exit 1."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        model = train_kmeans([fixtures["rgbn"]], tmp_path / "m")
+        r = geoseg("predict", fixtures["rgbn"], "-m", model, "-o", mnt)
+        assert_refused(r, str(mnt), "cannot write")
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
 # --- concurrent writers ----------------------------------------------------------------------
 
 

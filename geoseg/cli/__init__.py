@@ -238,6 +238,8 @@ _DISK_FULL_TEXT = (
     "write error", "error writing",
 )  # fmt: skip
 _OUTPUT_OPTIONS = ("-o", "--output")
+#: what GDAL says (no errno) when it cannot create a file
+_DENIED_TEXT = ("read-only file system", "permission denied")
 _VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet", ".csv")
 
 
@@ -253,6 +255,19 @@ def _explain(exc: Exception, argv: list[str]) -> tuple[int, str] | None:
             where = _full_disk_path(getattr(e, "filename", None), argv, trust=full)
             if where is not None:
                 return 1, f"no space left on {where}; free some space there or write elsewhere"
+    for e in chain:
+        denied = isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        said = next((t for t in _DENIED_TEXT if t in str(e).lower()), None)
+        if denied or said:
+            output = next(
+                (v for f, v in zip(argv, argv[1:], strict=False) if f in _OUTPUT_OPTIONS), None
+            )
+            where = output or getattr(e, "filename", None) or "the output"
+            why = e.strerror if denied and e.strerror else said
+            return 2, (
+                f"cannot write {where} ({why}); choose a folder you can write to, or fix its "
+                "permissions"
+            )
     for e in chain:
         text = str(e).lower()
         if "decompress" in text or "codec" in text and "decod" in text:
