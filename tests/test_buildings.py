@@ -102,14 +102,15 @@ def test_pyramid_shapes_and_scale():
     assert pyramid(torch.randn(1, 1, 20, 20)).shape[1] == n_features(1)
 
 
-def test_linear_head_round_trips_and_predict_uses_it(fixtures, building_labels, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_head_round_trips_and_predict_uses_it(fixtures, building_labels, tmp_path, kind):  # noqa: F811
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt", tile=32)
     out = tmp_path / "head.pt"
     result = fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"],
-                         head="linear", tile_size=32, output=out)  # fmt: skip
-    assert result["mapping"]["method"] == "linear"
+                         head=kind, tile_size=32, output=out)  # fmt: skip
+    assert result["mapping"]["method"] == kind
     raw = torch.load(out, map_location="cpu", weights_only=True)  # no pickled code
-    assert raw["fewshot"]["kind"] == "linear" and raw["n_clusters"] == [len(CENTROIDS), 2]
+    assert raw["fewshot"]["kind"] == kind and raw["n_clusters"] == [len(CENTROIDS), 2]
     assert raw["mapping"]["head"] == 1 and raw["mapping"]["classes"] == {"building": [1]}
     written = predict(fixtures["rgbn"], out, tmp_path / "pred", scheduler="sync")
     with rasterio.open(written["building"]) as src:
@@ -127,7 +128,7 @@ def test_linear_head_round_trips_and_predict_uses_it(fixtures, building_labels, 
 
 def test_head_refinement_keeps_georeferencing_and_nodata(fixtures, building_labels, tmp_path):  # noqa: F811
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt", tile=32)
-    fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], head="linear",
+    fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], head="mlp",
                 tile_size=32)  # fmt: skip
     written = predict(fixtures["rgbn_nodata"], ckpt_path, tmp_path / "pred", scheduler="sync")
     with rasterio.open(fixtures["rgbn_nodata"]) as src:
