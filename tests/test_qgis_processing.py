@@ -1,10 +1,11 @@
 """geoseg inside QGIS: the Processing provider runs the installed geoseg, headless.
 
 A real QGIS 3.x (Debian ``python3-qgis``) loads ``geoseg/qgis`` as a plugin folder and runs
-``processing.run("geoseg:tile" / "train" / "predict" / "vectorize" / "score", ...)`` on a crop
-of the real Vegas sample (k-means, so it takes seconds); the outputs must be the store, run,
-rasters and polygons geoseg writes and the score the numbers geoseg's own scorer gives. With
-``GEOSEG_REQUIRE_QGIS=1`` (CI) a missing QGIS is a failure, not a skip.
+``processing.run("geoseg:predict" / "vectorize" / "score", ...)`` on a crop of the real Vegas
+sample with a k-means checkpoint (and, marked slow, ``"geoseg:tile"`` and ``"train"`` first:
+each is a separate geoseg process, which costs minutes on a loaded machine); the outputs must
+be the store, run, rasters and polygons geoseg writes and the score the numbers geoseg's own
+scorer gives. With ``GEOSEG_REQUIRE_QGIS=1`` (CI) a missing QGIS is a failure, not a skip.
 """
 
 from __future__ import annotations
@@ -62,29 +63,25 @@ def crop(tmp_path_factory):
     return root, crop, labels
 
 
-def test_processing_algorithms_in_headless_qgis(qgis_python, crop):
+def _run(qgis_python, root, crop, labels, *model) -> dict:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen",
+               GEOSEG_COMMAND=f"{sys.executable} -m geoseg")  # fmt: skip
+    run = subprocess.run(
+        [qgis_python, str(SCRIPT), str(PLUGIN), str(crop), str(root), str(labels), *model],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def _check_outputs(report: dict, root: Path, crop: Path, labels: Path) -> None:
     import geopandas as gpd
     import rasterio
 
     from geoseg.evaluate.spacenet import score
 
-    root, crop, labels = crop
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen",
-               GEOSEG_COMMAND=f"{sys.executable} -m geoseg")  # fmt: skip
-    run = subprocess.run(
-        [qgis_python, str(SCRIPT), str(PLUGIN), str(crop), str(root), str(labels)],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(run.stdout.strip().splitlines()[-1])
-
     names = ("map", "predict", "score", "tile", "train", "vectorize")
     assert report["algorithms"] == [f"geoseg:{n}" for n in names]
-
-    store = Path(report["tile"]["OUTPUT"])
-    assert store.name == "tiles.zarr" and (store / "zarr.json").exists()
-    assert Path(report["train"]["CHECKPOINT"]) == root / "run" / "best.pt"
-    assert Path(report["train"]["CHECKPOINT"]).exists()
 
     clusters = Path(report["predict"]["CLUSTERS"])
     assert clusters.parent == root / "pred" and clusters.name == "crop_clusters.tif"
@@ -107,3 +104,24 @@ def test_processing_algorithms_in_headless_qgis(qgis_python, crop):
     # a geoseg error reaches the Processing log as geoseg's own one line
     assert report["bad_model"] is not None and "-m/--model" in report["bad_model"]
     assert not (root / "bad" / "crop_clusters.tif").exists()
+
+
+def test_processing_predict_vectorize_score_in_headless_qgis(qgis_python, crop):
+    from geoseg.tiles.writer import tile
+    from geoseg.train.loop import train
+
+    root, image, labels = crop
+    store = tile([image], root / "t.zarr", bands="red,green,blue,nir1", tile_size=64, overlap=0)
+    ckpt = train(store, root / "km", method="kmeans", overrides=["n_clusters=5"], device="cpu")
+    _check_outputs(_run(qgis_python, root, image, labels, str(ckpt)), root, image, labels)
+
+
+@pytest.mark.slow
+def test_processing_tile_and_train_in_headless_qgis(qgis_python, crop, tmp_path):
+    root, image, labels = crop
+    report = _run(qgis_python, tmp_path, image, labels)
+    store = Path(report["tile"]["OUTPUT"])
+    assert store.name == "tiles.zarr" and (store / "zarr.json").exists()
+    assert Path(report["train"]["CHECKPOINT"]) == tmp_path / "run" / "best.pt"
+    assert Path(report["train"]["CHECKPOINT"]).exists()
+    _check_outputs(report, tmp_path, image, labels)

@@ -3,12 +3,12 @@
 Run with Debian's interpreter (``/usr/bin/python3``, which has ``python3-qgis``)::
 
     QT_QPA_PLATFORM=offscreen GEOSEG_COMMAND="/venv/bin/python -m geoseg" \\
-        /usr/bin/python3 run_processing.py PLUGIN_DIR RASTER OUT_DIR TRUTH
+        /usr/bin/python3 run_processing.py PLUGIN_DIR RASTER OUT_DIR TRUTH [MODEL]
 
 Loads ``PLUGIN_DIR`` (``geoseg/qgis``) the way QGIS loads a plugin folder (``classFactory``,
-relative imports, a package name other than ``geoseg``), then runs ``geoseg:tile``, ``train``
-(k-means), ``predict``, ``vectorize`` and ``score`` through ``processing.run`` and prints one
-JSON object with what came back.
+relative imports, a package name other than ``geoseg``), then runs ``geoseg:tile`` and
+``train`` (k-means; skipped when MODEL is given), ``predict``, ``vectorize`` and ``score``
+through ``processing.run`` and prints one JSON object with what came back.
 """
 
 import importlib.util
@@ -34,7 +34,7 @@ def load_plugin(folder):
     return plugin
 
 
-def main(plugin_dir, raster, out_dir, truth):
+def main(plugin_dir, raster, out_dir, truth, model=None):
     app = QgsApplication([], False)
     app.initQgis()
     sys.path.append("/usr/share/qgis/python/plugins")
@@ -47,18 +47,19 @@ def main(plugin_dir, raster, out_dir, truth):
     report = {"algorithms": sorted(a.id() for a in registry.algorithms() if a.provider()
                                    and a.provider().id() == "geoseg")}  # fmt: skip
     out = Path(out_dir)
-    # tile → train → predict → vectorize → score, each as the toolbox would run it
-    report["tile"] = processing.run(
-        "geoseg:tile",
-        {"INPUT": raster, "OUTPUT": str(out / "tiles"), "BANDS": "red,green,blue,nir1",
-         "TILE_SIZE": 64, "OVERLAP": 0},
-    )  # fmt: skip
-    report["train"] = processing.run(
-        "geoseg:train",
-        {"STORE": report["tile"]["OUTPUT"], "OUTPUT": str(out / "run"), "METHOD": 3,
-         "SET": "n_clusters=5; seed=0", "DEVICE": 1},
-    )  # fmt: skip
-    model = report["train"]["CHECKPOINT"]
+    # [tile → train →] predict → vectorize → score, each as the toolbox would run it
+    if model is None:
+        report["tile"] = processing.run(
+            "geoseg:tile",
+            {"INPUT": raster, "OUTPUT": str(out / "tiles"), "BANDS": "red,green,blue,nir1",
+             "TILE_SIZE": 64, "OVERLAP": 0},
+        )  # fmt: skip
+        report["train"] = processing.run(
+            "geoseg:train",
+            {"STORE": report["tile"]["OUTPUT"], "OUTPUT": str(out / "run"), "METHOD": 3,
+             "SET": "n_clusters=5; seed=0", "DEVICE": 1},
+        )  # fmt: skip
+        model = report["train"]["CHECKPOINT"]
     predicted = processing.run(
         "geoseg:predict",
         {"RASTER": raster, "MODEL": model, "OUTPUT": str(out / "pred"),
@@ -90,4 +91,4 @@ def main(plugin_dir, raster, out_dir, truth):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])
