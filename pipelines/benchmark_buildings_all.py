@@ -213,12 +213,12 @@ def run_scene(name: str, methods: list[str], out: Path, redo: bool) -> bool:
 
 
 def load(out: Path, scenes: list[str], methods: list[str]) -> dict[str, dict[str, dict]]:
-    """Cached records: scene → method → JSON object."""
+    """Cached records run with the methods' current specs: scene → method → JSON object."""
     rows: dict[str, dict[str, dict]] = {}
     for s in scenes:
         for m in methods:
             path = out / s / f"{m}.json"
-            if path.exists():
+            if path.exists() and not stale(path, m):  # results of an older spec: left out
                 rows.setdefault(s, {})[m] = json.loads(path.read_text())
     return rows
 
@@ -358,6 +358,14 @@ def _table(rows, methods, key: str, scored: list[str]) -> list[str]:
             n = len(vals)
             cells.append(f"**{np.mean(vals):.3f}** ({n})" if vals else "–")
         out.append("| **mean over scenes** (n) | " + " | ".join(cells) + " |")
+        common = [s for s in scored if all(m in rows[s] for m in shown)]
+        if 0 < len(common) < len(scored):  # means over different scene sets do not compare
+            cells = [
+                f"{np.mean([rows[s][m]['mean'].get(key) or 0.0 for s in common]):.3f}"
+                for m in shown
+            ]
+            label = f"mean over the {len(common)} scenes every method ran on"
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
     return out
 
 
