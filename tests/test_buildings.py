@@ -13,6 +13,7 @@ import torch
 from test_mapping import CENTROIDS, building_labels, kmeans_checkpoint  # noqa: F401
 
 from geoseg.checkpoint import Checkpoint
+from geoseg.errors import BadInput
 from geoseg.evaluate import fit_mapping
 from geoseg.evaluate.naming import iou_optimal_set, name_by_iou
 from geoseg.evaluate.pixels import confusion_matrix, mapping_from_confusion
@@ -89,6 +90,15 @@ def test_fit_mapping_tries_every_head_and_reports_the_estimate(fixtures, buildin
     assert result["mapping"]["method"] == "iou"
     assert result["mapping"]["classes"] == {"building": [1, 4]}
     assert result["estimated_iou"]["building"] > 0.9 and result["warning"] is None
+
+
+def test_map_refuses_a_trivially_perfect_mapping(fixtures, building_labels, tmp_path):  # noqa: F811
+    # building polygons with --fill 0: only building pixels are labelled
+    ckpt_path = kmeans_checkpoint(tmp_path / "best.pt", tile=32)
+    with pytest.raises(BadInput, match="only building pixels") as info:
+        fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], fill=0,
+                    tile_size=32)  # fmt: skip
+    assert info.value.param == "--labels"
 
 
 # --- the few-label head ----------------------------------------------------------------------

@@ -153,11 +153,11 @@ def test_store_of_footprints_treats_unlabelled_as_background(fixtures, building_
     result = fit_mapping(ckpt_path, store=store, output=tmp_path / "m.pt", method="majority")
     assert list(result["mapping"]["classes"].values()) == [[1, 4]]
     assert result["pixels"] == result["tiles"] * 32 * 32  # every valid pixel of the tiles
-    # fill=0: only the roofs count
-    ignored = fit_mapping(ckpt_path, store=store, fill=0, output=tmp_path / "n.pt",
-                          method="majority")  # fmt: skip
-    assert ignored["tiles"] == result["tiles"]
-    assert 0 < ignored["pixels"] < result["pixels"] / 2
+    # fill=0: only the roofs count, so every roof cluster would be "building" with a perfect
+    # score: refused (issue 13) instead of a trivially perfect mapping
+    with pytest.raises(BadInput, match="only building pixels"):
+        fit_mapping(ckpt_path, store=store, fill=0, output=tmp_path / "n.pt", method="majority")
+    assert not (tmp_path / "n.pt").exists()
 
 
 def test_no_cluster_mostly_building_is_a_runtime_error_not_bad_input(

@@ -297,6 +297,15 @@ def fit_mapping(
         if not total[1:].sum() and not total.sum():
             continue
         values = [v for v in range(1, total.shape[1]) if v not in skip and total[:, v].sum()]
+        if values and len([v for v in range(1, total.shape[1]) if total[:, v].sum()]) < 2:
+            # one labelled class only (e.g. building polygons with --fill 0): every cluster
+            # that touches it would be "building" with a perfect score, which means nothing
+            raise BadInput(
+                f"the labelled tiles hold only {table.get(values[0], values[0])} pixels, so any "
+                "naming scores perfectly; label other classes too, or drop --fill 0 so pixels "
+                "outside the polygons count as background",
+                param="--labels" if store is None else "--store",
+            )
         if method == "iou":
             assignment, estimates = name_by_iou(total, values, background=skip)
         else:
