@@ -1,0 +1,427 @@
+"""The whole GPU check in one command: throughput of the GPU training recipe, and its accuracy.
+
+    python pipelines/gpu_check.py [--budget-min 5] [--out DIR] [--json FILE]
+        [--device auto|cuda|cpu] [--scenes vegas,massachusetts,atlanta]
+    python pipelines/gpu_check.py --prepare        # here, before a GPU session (needs PyPI)
+
+What it does, in order (≤ 8 minutes of wall time with ``--budget-min 5`` on one H100/H200):
+
+1. **Imports**: where rasterio, zarr, geopandas... are missing (the GPU machine has torch but
+   not the geospatial stack), installs the wheels carried in ``.whl/`` with
+   ``pip install --no-index --no-deps --target`` and puts them on ``sys.path``. geoseg itself
+   is imported from this checkout (no install needed).
+2. **Scenes**: the labelled scenes of ``shared/data`` or ``../shared/data`` (``--data``), staged
+   exactly as the building benchmark stages them (``pipelines/benchmark_buildings.py``:
+   truth clipped to the image, three draws of 16 labelled 64×64 tiles, 128 px tile store).
+3. **Train** the GPU recipe (:data:`GPU_RECIPE`: IIC, the IIC paper's full-width VGG trunk,
+   128 px crops, batch 32, bf16 autocast + channels_last on CUDA, crops cut by data-loader
+   workers) on each scene without labels, for ``--budget-min`` minutes in all (split evenly
+   over the scenes; evaluation and checkpoints not counted). Reports steps/s, crops/s, the
+   data-stall fraction (time waiting for a batch / step time) and peak GPU memory
+   (``torch.cuda.max_memory_allocated``; on CPU the process's peak RSS).
+4. **Score** with the benchmark's own leave-scene-out protocol (``run_geoseg``: name the
+   clusters from each draw's 16 labelled tiles, predict the whole scene, SpaceNet F1 and pixel
+   IoU), and write ``DIR/<scene>.pt`` (the checkpoint) and the JSON report
+   (``DIR/gpu_check.json``, and ``--json FILE``).
+
+``--prepare`` (run here, where PyPI is reachable) stages what the GPU machine lacks: the
+geospatial wheels for CPython 3.12 / manylinux x86-64, at the versions installed here, into
+``.whl/`` (ignored by git), and the scenes' files into ``shared/data/`` (which travels with the
+working tree; added to ``.git/info/exclude``). The tool's limit is 64 MiB for everything that
+travels, so the wheels are packed as one ``.whl/site.tar.xz`` when they are larger.
+
+Bad input exits 2 with one line naming the argument; nothing is written before the checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINES = ROOT / "pipelines"
+WHEELS = ROOT / ".whl"
+SITE = Path(os.environ.get("GEOSEG_SITE", "/tmp/geoseg-site"))
+
+log = logging.getLogger("gpu_check")
+
+#: modules geoseg and the benchmark import that a bare torch image may lack
+NEEDED = ("rasterio", "zarr", "numcodecs", "geopandas", "pyogrio", "shapely", "pyproj", "dask",
+          "affine", "skimage", "sklearn", "scipy", "yaml", "click", "tqdm", "PIL")  # fmt: skip
+#: the wheels ``--prepare`` stages (distribution names; versions are the ones installed here)
+WHEEL_DISTS = ("rasterio", "affine", "click-plugins", "cligj", "zarr", "numcodecs", "donfig",
+               "google-crc32c", "dask", "partd", "locket", "shapely", "pyogrio", "geopandas",
+               "pyproj")  # fmt: skip
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
+             "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")  # fmt: skip
+CARRY_LIMIT = 64 * 2**20
+
+#: scenes of benchmark_buildings_all.SCENES trained and scored by default: three sensors
+#: (WorldView-3 RGB+NIR, 1 m aerial RGB, panchromatic uint16), georeferenced, vector truth
+DEFAULT_SCENES = ("vegas", "massachusetts", "atlanta")
+
+#: the GPU recipe, on top of the benchmark's COMMON overrides (6 clusters, seed 0): the IIC
+#: paper's segmentation setup at full width (VGG 64…512 channels), whole 128 px store tiles as
+#: crops, batch 32, 24 over-clusters, displacement window T=5, Adam 1e-4
+GPU_RECIPE = (
+    "n_over_clusters=24",
+    "model.trunk=vgg",
+    "model.width=1.0",
+    "model.n_sub_heads=1",
+    "data.crop_size=128",
+    "data.batch_size=32",
+    "loss.displacement=5",
+    "optim.lr=0.0001",
+    "schedule.steps=1000000",  # the time budget stops the run
+    "schedule.steps_per_epoch=2000",
+    "schedule.eval_every=1000",
+    "schedule.checkpoint_every=1000",
+    "schedule.eval_batches=4",
+    "schedule.log_every=50",
+)
+
+
+class BadArgument(Exception):
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
+# --- 1. imports ---------------------------------------------------------------------------------
+
+
+def missing_modules() -> list[str]:
+    return [m for m in NEEDED if importlib.util.find_spec(m) is None]
+
+
+def ensure_imports() -> dict[str, Any]:
+    """Install the carried wheels where the geospatial stack is missing; geoseg from ROOT."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(PIPELINES))
+    missing = missing_modules()
+    if not missing:
+        return {"installed": [], "seconds": 0.0}
+    t0 = time.perf_counter()
+    if SITE.is_dir():
+        sys.path.insert(0, str(SITE))
+        importlib.invalidate_caches()
+        missing = missing_modules()
+    if missing:
+        packed = WHEELS / "site.tar.xz"
+        wheels = sorted(WHEELS.glob("*.whl"))
+        if not packed.exists() and not wheels:
+            raise BadArgument(
+                f"modules {', '.join(missing)} are missing and {WHEELS} holds no wheels; run "
+                "`python pipelines/gpu_check.py --prepare` where PyPI is reachable, and carry .whl",
+                "imports",
+            )
+        SITE.mkdir(parents=True, exist_ok=True)
+        if packed.exists():
+            subprocess.run(["tar", "-C", str(SITE), "-xJf", str(packed)], check=True)
+        if wheels:
+            cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                   "--no-compile", "--no-cache-dir", "--upgrade", "--find-links", str(WHEELS),
+                   "--target", str(SITE), *map(str, wheels)]  # fmt: skip
+            subprocess.run(cmd, check=True)
+        sys.path.insert(0, str(SITE))
+        importlib.invalidate_caches()
+    still = missing_modules()
+    if still:
+        raise BadArgument(
+            f"still missing after installing the wheels: {', '.join(still)}", "imports"
+        )
+    return {"installed": missing, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+# --- --prepare (here) -----------------------------------------------------------------------
+
+
+def prepare(scenes: list[str], data: Path) -> int:
+    """Stage the wheels (``.whl/``) and the scenes' files (``shared/data/``) for a GPU session."""
+    from importlib.metadata import version
+
+    WHEELS.mkdir(exist_ok=True)
+    pins = [f"{d}=={version(d)}" for d in WHEEL_DISTS]
+    platforms = [a for p in PLATFORMS for a in ("--platform", p)]
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+           "--python-version", "3.12", "--implementation", "cp", *platforms,
+           "-d", str(WHEELS), *pins]  # fmt: skip
+    print("staging wheels:", " ".join(pins), file=sys.stderr)
+    subprocess.run(cmd, check=True)
+    wheels = sorted(WHEELS.glob("*.whl"))
+    size = sum(w.stat().st_size for w in wheels)
+    if size > CARRY_LIMIT // 2:  # leave room for the tree and the scenes: pack them tighter
+        tmp = WHEELS / "site.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for w in wheels:
+            shutil.unpack_archive(str(w), str(tmp), format="zip")
+        packed = WHEELS / "site.tar.xz"
+        with open(packed, "wb") as out:
+            tar = subprocess.Popen(["tar", "-C", str(tmp), "-cf", "-", "."], stdout=subprocess.PIPE)
+            subprocess.run(["xz", "-9", "-T0"], stdin=tar.stdout, stdout=out, check=True)
+            tar.wait()
+        shutil.rmtree(tmp)
+        for w in wheels:
+            w.unlink()
+        size = packed.stat().st_size
+    print(f"wheels: {size / 2**20:.1f} MiB in {WHEELS}", file=sys.stderr)
+    target = ROOT / "shared" / "data"
+    os.environ["GEOSEG_DATA"] = str(data)
+    import benchmark_buildings_all as bba
+
+    copied = 0
+    for name in scenes:
+        for rel in bba.SCENES[name][:2]:
+            if rel.startswith("staged:"):
+                continue
+            src, dst = data / rel, target / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+            copied += dst.stat().st_size
+        if name in bba.CLASS_PNGS:  # the class PNG its mask is staged from
+            rel = bba.CLASS_PNGS[name]
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(data / rel, target / rel)
+    exclude = ROOT / ".git" / "info" / "exclude"
+    if exclude.parent.is_dir() and "/shared/" not in exclude.read_text():
+        with exclude.open("a") as f:
+            f.write("/shared/\n")
+    print(f"scenes: {copied / 2**20:.1f} MiB in {target} ({', '.join(scenes)})", file=sys.stderr)
+    print("carry: .whl (shared/ travels by itself)", file=sys.stderr)
+    return 0
+
+
+# --- 2.-4. the check ----------------------------------------------------------------------------
+
+
+def find_data(arg: Path | None) -> Path:
+    """``--data``, else ``shared/data`` in the checkout (what travels), else ``../shared/data``."""
+    candidates = [arg] if arg else [ROOT / "shared" / "data", ROOT.parent / "shared" / "data"]
+    for c in candidates:
+        if c is not None and c.is_dir():
+            return c
+    raise BadArgument(
+        f"no scene data at {' or '.join(map(str, candidates))}; pass --data DIR, or run "
+        "--prepare to copy the scenes into shared/data",
+        "--data",
+    )
+
+
+def card(device) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def train_scene(bb, name: str, scene, store: Path, out: Path, device, seconds: float,
+                extra: tuple[str, ...]) -> tuple[Path, dict[str, Any], tuple]:  # fmt: skip
+    """Train the GPU recipe on one scene's store for ``seconds``; its summary.json figures."""
+    import torch
+
+    from geoseg.train.loop import train
+
+    overrides = (*bb.COMMON, *GPU_RECIPE, *extra)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    (out / "runs" / "iic-gpu").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    best = train(store, out / "runs" / "iic-gpu" / "train", method="iic", overrides=overrides,
+                 device=str(device), overwrite=True, max_seconds=seconds)  # fmt: skip
+    wall = time.perf_counter() - t0
+    summary = json.loads((best.parent / "summary.json").read_text())
+    summary["train_wall_s"] = round(wall, 1)
+    return best, summary, ("iic", overrides)
+
+
+def check_scene(bb, bba, name: str, args, device, seconds: float, extra) -> dict[str, Any]:
+    """Stage, train and score one scene with the benchmark's protocol (its own functions)."""
+    if args.image is not None:
+        image, truth, opts = args.image, args.truth, list(args.scene_opts)
+    else:
+        image, truth = bba.stage(name, args.out / "staged")
+        opts = list(bba.SCENES[name][2])
+    folder = args.out / name
+    bargs = bb.parse([str(image), str(truth), *opts, "--methods", "iic", "--out", str(folder)])
+    _, bands, flt = bb.check_args(bargs)
+    scene, draws = bb.stage_all(bargs, bands, flt)
+    draws = {s: draws[s] for s in list(draws)[: args.draws]}
+    bb.tile_store(scene, bands, folder)
+    store = folder / "store.zarr"
+    n_truth = bb.truth_count(scene)
+    best, summary, key = train_scene(bb, name, scene, store, folder, device, seconds, extra)
+    spec = {"method": "iic", "train": (*GPU_RECIPE, *extra), "map": {}, "predict": {}}
+    trained = {key: (best, summary["train_wall_s"], "gpu_check")}
+    rec = bb.run_geoseg("iic-gpu", spec, scene, store, draws, folder, n_truth, trained)
+    ckpt = args.out / f"{name}.pt"
+    shutil.copy2(best, ckpt)
+    return {
+        "scene": name,
+        "image": str(image),
+        "size": list(scene.mask.shape),
+        "bands": bands,
+        "train": summary,
+        "mean": bb.summary(rec["draws"]),
+        "draws": rec["draws"],
+        "map_s": rec.get("map_s"),
+        "predict_s": rec.get("predict_s"),
+        "checkpoint": str(ckpt),
+        "checkpoint_mb": round(ckpt.stat().st_size / 2**20, 2),
+    }
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="gpu_check.py", description=__doc__.splitlines()[0])
+    p.exit_on_error = False
+    p.add_argument("--budget-min", type=float, default=5.0, help="training minutes in all")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "gpu_check", help="work folder")
+    p.add_argument("--json", type=Path, default=None, help="also write the report here")
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    p.add_argument("--data", type=Path, default=None, help="the shared data folder")
+    p.add_argument("--scenes", default=",".join(DEFAULT_SCENES),
+                   help="scenes of pipelines/benchmark_buildings_all.py")  # fmt: skip
+    p.add_argument("--image", type=Path, default=None, help="one scene by hand (with --truth)")
+    p.add_argument("--truth", type=Path, default=None, help="its building truth")
+    p.add_argument("--scene-opt", dest="scene_opts", action="append", default=[],
+                   help="benchmark option for --image, e.g. --bands=1,2,3")  # fmt: skip
+    p.add_argument("--draws", type=int, default=3, help="labelled-tile draws scored (1-3)")
+    p.add_argument("--width", type=float, default=None, help="VGG width (recipe: 1.0)")
+    p.add_argument("--crop", type=int, default=None, help="crop edge (recipe: 128)")
+    p.add_argument("--batch", type=int, default=None, help="crops per step (recipe: 32)")
+    p.add_argument("--workers", type=int, default=None, help="loader workers (recipe: choose)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    p.add_argument("--prepare", action="store_true", help="stage wheels and scenes (here)")
+    return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
+    if not args.budget_min > 0:
+        raise BadArgument(f"{args.budget_min} is not a positive number of minutes", "--budget-min")
+    if not 1 <= args.draws <= 3:
+        raise BadArgument(f"{args.draws} draws; the protocol has 1 to 3", "--draws")
+    if (args.image is None) != (args.truth is None):
+        raise BadArgument("--image and --truth go together", "--image")
+    if args.json is not None and not args.json.parent.is_dir():
+        raise BadArgument(f"the folder of {args.json} does not exist", "--json")
+    import benchmark_buildings_all as bba
+
+    if args.image is not None:
+        if not args.image.is_file():
+            raise BadArgument(f"{args.image} does not exist", "--image")
+        scenes = [args.image.stem]
+    else:
+        scenes = [s.strip() for s in args.scenes.split(",") if s.strip()]
+        unknown = [s for s in scenes if s not in bba.SCENES]
+        if unknown or not scenes:
+            raise BadArgument(
+                f"unknown scene {unknown[0] if unknown else '(none)'!r}; choose from "
+                f"{','.join(bba.SCENES)}",
+                "--scenes",
+            )
+    extra = []
+    for flag, key in (("width", "model.width"), ("crop", "data.crop_size"),
+                      ("batch", "data.batch_size"), ("workers", "data.workers")):  # fmt: skip
+        if getattr(args, flag) is not None:
+            extra.append(f"{key}={getattr(args, flag)}")
+    if args.compile:
+        extra.append("compile=true")
+    return scenes, tuple(extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    start = time.perf_counter()
+    try:
+        args = parse(argv)
+    except argparse.ArgumentError as exc:
+        print(f"error: {exc}; see --help", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")  # fmt: skip
+    for noisy in ("rasterio", "fiona", "pyogrio", "distributed", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        install = ensure_imports()
+        if args.prepare:
+            scenes = [s.strip() for s in args.scenes.split(",") if s.strip()]
+            data = args.data or ROOT.parent / "shared" / "data"
+            return prepare(scenes, data)
+        data = find_data(args.data) if args.image is None else None
+        if data is not None:
+            os.environ["GEOSEG_DATA"] = str(data)
+        scenes, extra = check_args(args)
+        import benchmark_buildings as bb
+        import benchmark_buildings_all as bba
+        import torch
+
+        from geoseg.models.device import resolve_device
+        from geoseg.progress import set_enabled
+
+        try:
+            device = resolve_device(args.device)
+        except Exception as exc:
+            raise BadArgument(str(exc), "--device") from exc
+    except BadArgument as exc:
+        print(f"error: {exc.param}: {exc}", file=sys.stderr)
+        return 2
+    set_enabled(False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    seconds = args.budget_min * 60 / len(scenes)
+    results = []
+    for name in scenes:
+        log.info("%s: staging, %.0f s of training on %s, scoring", name, seconds, device)
+        try:
+            results.append(check_scene(bb, bba, name, args, device, seconds, extra))
+        except bb.bt.BadArgument as exc:
+            print(f"error: {exc.param}: {exc}", file=sys.stderr)
+            return 2
+    trains = [r["train"] for r in results]
+    stepped = sum(t["step_seconds"] for t in trains)
+    peaks = [t["peak_gpu_memory_bytes"] for t in trains if t["peak_gpu_memory_bytes"]]
+    means = [r["mean"] for r in results if r["mean"].get("f1") is not None]
+    report = {
+        "device": str(device),
+        "card": card(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "budget_min": args.budget_min,
+        "recipe": list((*bb.COMMON, *GPU_RECIPE, *extra)),
+        "install": install,
+        "steps": sum(t["steps"] for t in trains),
+        "steps_per_s": round(sum(t["steps"] for t in trains) / stepped, 3) if stepped else None,
+        "crops_per_s": round(sum(t["crops"] for t in trains) / stepped, 2) if stepped else None,
+        "data_stall": round(sum(t["wait_seconds"] for t in trains) / stepped, 5)
+        if stepped
+        else None,
+        "peak_gpu_memory_bytes": max(peaks) if peaks else None,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "f1": round(sum(m["f1"] for m in means) / len(means), 4) if means else None,
+        "iou": round(sum(m["iou"] for m in means) / len(means), 4) if means else None,
+        "scenes": results,
+        "commit": bb.commit(),
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    for path in [args.out / "gpu_check.json", *([args.json] if args.json else [])]:
+        bb.write_json(path, report)
+    short = {k: report[k] for k in ("card", "steps_per_s", "crops_per_s", "data_stall",
+                                    "peak_gpu_memory_bytes", "f1", "iou", "wall_s")}  # fmt: skip
+    print(json.dumps(short))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
