@@ -59,8 +59,9 @@ def blend_block(
         valid: (h, w) bool over the read window, or ``None`` when every pixel is valid.
         norm: statistics for :func:`geoseg.io.bands.model_input`, or ``None``.
         shared: probabilities (K, T, T) of tiles computed elsewhere (those shared with other
-            blocks, from :func:`segment_tiles`), by ``(row, col)``; the others are computed
-            here, batch by batch, in row-major order.
+            blocks, from :func:`segment_tiles`), by ``(row, col)``, or ``(part, (dr, dc))``:
+            the part of the tile covering this block, from tile row/column ``dr``/``dc``; the
+            others are computed here, batch by batch, in row-major order.
     """
     rr0, cc0 = block.read_rows[0], block.read_cols[0]
     need_h = max(r for r, _ in block.tiles) + tile - rr0
@@ -85,8 +86,11 @@ def blend_block(
     own = [t for t in tiles if t not in shared]  # computed here, in row-major order
     done: dict[tuple[int, int], np.ndarray] = {}
     for r, c in tiles:
+        dr = dc = 0
         if (r, c) in shared:
             p = shared[(r, c)]
+            if isinstance(p, tuple):  # the part of the tile this block needs, and its offset
+                p, (dr, dc) = p
         else:
             if not done:  # the next batch of this block's own tiles
                 batch, own = own[:batch_size], own[batch_size:]
@@ -99,7 +103,8 @@ def blend_block(
         tr, tc = slice(top - r, bottom - r), slice(left - c, right - c)
         br, bc = slice(top - r0, bottom - r0), slice(left - c0, right - c0)
         w = weight[tr, tc]
-        acc[:, br, bc] += p[:, tr, tc] * w
+        pr, pc = slice(tr.start - dr, tr.stop - dr), slice(tc.start - dc, tc.stop - dc)
+        acc[:, br, bc] += p[:, pr, pc] * w
         wsum[br, bc] += w
     np.divide(acc, wsum, out=acc, where=wsum > 0)
     return acc

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,63 @@ def predict_block(
     if sink is None:
         return arrays
     sink(block, arrays)
-    _trim()
     return None
+
+
+class _SharedTiles:
+    """Shared tile groups of a local run: computed once, on first use, by the block that
+    needs them first, then kept (cropped to the windows of the blocks still to use them)
+    until the last of those blocks is done."""
+
+    def __init__(self, groups, uses, blocks, tile: int, compute):
+        self.groups, self.uses, self.blocks, self.tile = groups, uses, blocks, tile
+        self.compute = compute
+        self.lock = threading.Lock()
+        self.locks = {key: threading.Lock() for key in groups}
+        self.users = {key: {i for i, u in enumerate(uses) if key in u} for key in groups}
+        self.kept: dict[tuple, dict] = {}
+
+    def take(self, path: str, i: int) -> list[dict]:
+        """The groups block ``i`` needs (tile -> probabilities, or (array, (dr, dc)))."""
+        out = []
+        for key in self.uses[i]:
+            with self.locks[key]:
+                if key in self.kept:
+                    out.append(self.kept[key])
+                    continue
+                full = self.compute(path, self.groups[key])
+                later = [self.blocks[j] for j in self.users[key] if j != i]
+                self.kept[key] = {t: _crop(p, t, later, self.tile) for t, p in full.items()}
+                out.append(full)
+        return out
+
+    def done(self, i: int) -> None:
+        with self.lock:
+            for key in self.uses[i]:
+                self.users[key].discard(i)
+                if not self.users[key]:
+                    self.kept.pop(key, None)
+
+
+def _crop(p: np.ndarray, origin: tuple[int, int], blocks: Sequence[Block], tile: int):
+    """The part of tile probabilities ``p`` (at scene ``origin``) inside any of ``blocks``'
+    output windows, as ``(copy, (row, col) offset in the tile)``."""
+    r, c = origin
+    rows = [(max(b.rows[0], r) - r, min(b.rows[1], r + tile) - r) for b in blocks]
+    cols = [(max(b.cols[0], c) - c, min(b.cols[1], c + tile) - c) for b in blocks]
+    r0, r1 = min(a for a, _ in rows), max(z for _, z in rows)
+    c0, c1 = min(a for a, _ in cols), max(z for _, z in cols)
+    if r1 <= r0 or c1 <= c0:
+        return p[:, :0, :0].copy(), (0, 0)
+    return p[:, r0:r1, c0:c1].copy(), (r0, c0)
+
+
+def _cached_block(path: str, block: Block, cache: _SharedTiles, i: int, **kwargs):
+    """:func:`predict_block` with its shared tiles from ``cache``."""
+    try:
+        return predict_block(path, block, shared=cache.take(path, i), **kwargs)
+    finally:
+        cache.done(i)
 
 
 def predict_tiles(
@@ -180,28 +236,29 @@ def predict_tiles(
     )
 
 
-def _trim() -> None:
-    """Hand the heap's free pages back to the OS after a block (glibc; elsewhere a no-op).
+def _map_large_arrays() -> None:
+    """Let glibc hand every large array back to the OS when it is freed (elsewhere a no-op).
 
-    A block allocates and frees a few hundred MB of arrays; glibc's adaptive mmap threshold
-    then carves such arrays out of per-thread heaps that fragment and keep their pages, so
-    RSS crept up with the number of blocks, i.e. with the scene size (measured: +25% from
-    2048² to 8192²). A fixed 2 MiB mmap threshold fixed that but made every array a fresh
-    mapping whose pages the kernel zeroes (3x the kernel time); ``malloc_trim`` once per
-    block returns the same pages at the cost of one call.
+    A block allocates and frees a few hundred MB of arrays. glibc's default adapts its mmap
+    threshold upwards after the first frees and then carves such arrays out of per-thread
+    heaps that fragment and are never returned, so RSS crept up with the number of blocks,
+    i.e. with the scene size (measured: +25% from 2048² to 8192²). A fixed threshold keeps
+    arrays above it in their own mappings; process-wide, and harmless for other code.
+    Its price is kernel time (every such array is a fresh mapping the kernel zeroes: 3x the
+    system time, measured). Tried instead (issue 11; k-means, 4096² peak, 1024² is 725-793
+    MiB): ``malloc_trim`` once per block 1149 MiB, MALLOC_ARENA_MAX=1 1058, =2 1070, an
+    8 MiB threshold 957, this 2 MiB threshold 898.
     """
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _libc():
     try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        pass
 
 
-_LIBC = _libc()
+#: glibc mallopt parameter number and the value predict sets
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 2 << 20
 
 
 # --- the scene -------------------------------------------------------------------------------
@@ -351,6 +408,7 @@ def predict(
         "%s: %d blocks of ~%d px, tiles %d px (overlap %d), %d clusters, head %d, %s",
         raster, len(blocks), block_size, tile, overlap, n_classes, head, dev,
     )  # fmt: skip
+    _map_large_arrays()
     start = time.perf_counter()
     with ExitStack() as stack:
         stitched = {role: temporary_name(paths[role.split(":")[0]]) for role in rasters}
@@ -379,14 +437,15 @@ def predict(
         task = dask.delayed(predict_block, pure=False)
         # tiles touching several blocks: one task per group, its result handed to each block
         groups, uses = shared_tiles(blocks, tile)
+        tiles_kw = dict(
+            bands=bands, norm=ckpt["norm"], segment=segment, tile=tile, batch_size=batch_size,
+            nodata=nodata,
+        )  # fmt: skip
         shared_task = dask.delayed(predict_tiles, pure=False)
         shared = {
-            key: shared_task(
-                str(raster), tiles_, bands=bands, norm=ckpt["norm"], segment=seg_node, tile=tile,
-                batch_size=batch_size, nodata=nodata,
-            )
+            key: shared_task(str(raster), tiles_, **{**tiles_kw, "segment": seg_node})
             for key, tiles_ in groups.items()
-        }  # fmt: skip
+        }
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
@@ -401,9 +460,15 @@ def predict(
                     for b, arrays in zip(group, run_tasks(tasks, scheduler=scheduler), strict=True):
                         write(b, arrays)
             else:
+                # Locally a shared group is computed by the first block that needs it and
+                # kept, cropped to what the others need, until the last one is done. Blocks
+                # run bottom-right first: a border tile then waits only as the strip its upper
+                # or left block blends (the overlap), not whole.
+                cache = _SharedTiles(groups, uses, blocks, tile, partial(predict_tiles, **tiles_kw))
+                local = dask.delayed(_cached_block, pure=False)
+                order = range(len(blocks) - 1, -1, -1)
                 tasks = [
-                    task(str(raster), b, sink=write, shared=[shared[k] for k in uses[i]], **kwargs)
-                    for i, b in enumerate(blocks)
+                    local(str(raster), blocks[i], cache, i, sink=write, **kwargs) for i in order
                 ]
                 run_tasks(tasks, scheduler=scheduler, desc="predict", num_workers=workers)
         finally:
