@@ -24,11 +24,19 @@ What it does, in order (≤ 8 minutes of wall time with ``--budget-min 5`` on on
    IoU), and write ``DIR/<scene>.pt`` (the checkpoint) and the JSON report
    (``DIR/gpu_check.json``, and ``--json FILE``).
 
-``--prepare`` (run here, where PyPI is reachable) stages what the GPU machine lacks: the
-geospatial wheels for CPython 3.12 / manylinux x86-64, at the versions installed here, into
-``.whl/`` (ignored by git), and the scenes' files into ``shared/data/`` (which travels with the
-working tree; added to ``.git/info/exclude``). The tool's limit is 64 MiB for everything that
-travels, so the wheels are packed as one ``.whl/site.tar.xz`` when they are larger.
+``--prepare`` (run here, where PyPI is reachable) stages what the GPU machine lacks, in
+``.whl/`` (ignored by git): the geospatial wheels for CPython 3.12 / manylinux x86-64 at the
+versions installed here, and the scenes' files (``.whl/data``). The device tool carries at
+most 64 MiB per call (working tree included) and the wheels alone are ~90 MiB (rasterio and
+pyogrio each bundle GDAL), so they are split in two groups, installed by two calls on the same
+warm machine (the install lands in ``/tmp/geoseg-site``, which outlives a call):
+
+    run 1, carry [".whl/geo1"]:              python3 pipelines/gpu_check.py --install-only
+    run 2, carry [".whl/geo2", ".whl/data"]: python3 pipelines/gpu_check.py --budget-min 5 \
+        --data .whl/data --out $OUT/gc --json $OUT/gpu_check.json
+
+(run 2 must follow within the machine's warm window, ~30 s; if the machine went back in
+between, run 2 exits 2 naming the missing modules: repeat both.)
 
 Bad input exits 2 with one line naming the argument; nothing is written before the checks.
 """
@@ -59,13 +67,15 @@ log = logging.getLogger("gpu_check")
 #: modules geoseg and the benchmark import that a bare torch image may lack
 NEEDED = ("rasterio", "zarr", "numcodecs", "geopandas", "pyogrio", "shapely", "pyproj", "dask",
           "affine", "skimage", "sklearn", "scipy", "yaml", "click", "tqdm", "PIL")  # fmt: skip
-#: the wheels ``--prepare`` stages (distribution names; versions are the ones installed here)
-WHEEL_DISTS = ("rasterio", "affine", "click-plugins", "cligj", "zarr", "numcodecs", "donfig",
-               "google-crc32c", "dask", "partd", "locket", "shapely", "pyogrio", "geopandas",
-               "pyproj")  # fmt: skip
+#: the wheels ``--prepare`` stages, in two carry groups of < 50 MiB (distribution names;
+#: versions are the ones installed here)
+WHEEL_GROUPS = {
+    "geo1": ("rasterio", "affine", "click-plugins", "cligj", "zarr", "numcodecs", "donfig",
+             "google-crc32c", "dask", "partd", "locket", "importlib-metadata"),
+    "geo2": ("shapely", "pyogrio", "geopandas", "pyproj"),
+}  # fmt: skip
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
              "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")  # fmt: skip
-CARRY_LIMIT = 64 * 2**20
 
 #: scenes of benchmark_buildings_all.SCENES trained and scored by default: three sensors
 #: (WorldView-3 RGB+NIR, 1 m aerial RGB, panchromatic uint16), georeferenced, vector truth
@@ -105,8 +115,10 @@ def missing_modules() -> list[str]:
     return [m for m in NEEDED if importlib.util.find_spec(m) is None]
 
 
-def ensure_imports() -> dict[str, Any]:
-    """Install the carried wheels where the geospatial stack is missing; geoseg from ROOT."""
+def ensure_imports(strict: bool = True) -> dict[str, Any]:
+    """Install the carried wheels where the geospatial stack is missing; geoseg from ROOT.
+    ``strict=False`` (``--install-only``, one wheel group per call) allows modules to stay
+    missing."""
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(PIPELINES))
     missing = missing_modules()
@@ -118,88 +130,66 @@ def ensure_imports() -> dict[str, Any]:
         importlib.invalidate_caches()
         missing = missing_modules()
     if missing:
-        packed = WHEELS / "site.tar.xz"
-        wheels = sorted(WHEELS.glob("*.whl"))
-        if not packed.exists() and not wheels:
+        wheels = sorted([*WHEELS.glob("*.whl"), *WHEELS.glob("*/*.whl")])
+        if not wheels:
             raise BadArgument(
                 f"modules {', '.join(missing)} are missing and {WHEELS} holds no wheels; run "
                 "`python pipelines/gpu_check.py --prepare` where PyPI is reachable, and carry .whl",
                 "imports",
             )
         SITE.mkdir(parents=True, exist_ok=True)
-        if packed.exists():
-            subprocess.run(["tar", "-C", str(SITE), "-xJf", str(packed)], check=True)
-        if wheels:
-            cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
-                   "--no-compile", "--no-cache-dir", "--upgrade", "--find-links", str(WHEELS),
-                   "--target", str(SITE), *map(str, wheels)]  # fmt: skip
-            subprocess.run(cmd, check=True)
+        # --upgrade: a second group installed into the same target keeps the first
+        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+               "--no-compile", "--no-cache-dir", "--upgrade", "--target", str(SITE),
+               *map(str, wheels)]  # fmt: skip
+        subprocess.run(cmd, check=True)
         sys.path.insert(0, str(SITE))
         importlib.invalidate_caches()
     still = missing_modules()
-    if still:
+    if still and strict:
         raise BadArgument(
             f"still missing after installing the wheels: {', '.join(still)}", "imports"
         )
-    return {"installed": missing, "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "installed": sorted(set(missing) - set(still)),
+        "missing": still,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 # --- --prepare (here) -----------------------------------------------------------------------
 
 
 def prepare(scenes: list[str], data: Path) -> int:
-    """Stage the wheels (``.whl/``) and the scenes' files (``shared/data/``) for a GPU session."""
+    """Stage the wheels (``.whl/geo1``, ``.whl/geo2``) and the scenes (``.whl/data``)."""
     from importlib.metadata import version
 
-    WHEELS.mkdir(exist_ok=True)
-    pins = [f"{d}=={version(d)}" for d in WHEEL_DISTS]
-    platforms = [a for p in PLATFORMS for a in ("--platform", p)]
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-           "--python-version", "3.12", "--implementation", "cp", *platforms,
-           "-d", str(WHEELS), *pins]  # fmt: skip
-    print("staging wheels:", " ".join(pins), file=sys.stderr)
-    subprocess.run(cmd, check=True)
-    wheels = sorted(WHEELS.glob("*.whl"))
-    size = sum(w.stat().st_size for w in wheels)
-    if size > CARRY_LIMIT // 2:  # leave room for the tree and the scenes: pack them tighter
-        tmp = WHEELS / "site.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for w in wheels:
-            shutil.unpack_archive(str(w), str(tmp), format="zip")
-        packed = WHEELS / "site.tar.xz"
-        with open(packed, "wb") as out:
-            tar = subprocess.Popen(["tar", "-C", str(tmp), "-cf", "-", "."], stdout=subprocess.PIPE)
-            subprocess.run(["xz", "-9", "-T0"], stdin=tar.stdout, stdout=out, check=True)
-            tar.wait()
-        shutil.rmtree(tmp)
-        for w in wheels:
-            w.unlink()
-        size = packed.stat().st_size
-    print(f"wheels: {size / 2**20:.1f} MiB in {WHEELS}", file=sys.stderr)
-    target = ROOT / "shared" / "data"
-    os.environ["GEOSEG_DATA"] = str(data)
     import benchmark_buildings_all as bba
 
+    platforms = [a for p in PLATFORMS for a in ("--platform", p)]
+    for group, dists in WHEEL_GROUPS.items():
+        folder = WHEELS / group
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        pins = [f"{d}=={version(d)}" for d in dists]
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+               "--python-version", "3.12", "--implementation", "cp", *platforms,
+               "-d", str(folder), *pins]  # fmt: skip
+        print(f"{group}: {' '.join(pins)}", file=sys.stderr)
+        subprocess.run(cmd, check=True)
+        size = sum(w.stat().st_size for w in folder.glob("*.whl"))
+        print(f"{group}: {size / 2**20:.1f} MiB in {folder}", file=sys.stderr)
+    target = WHEELS / "data"
+    shutil.rmtree(target, ignore_errors=True)
     copied = 0
     for name in scenes:
-        for rel in bba.SCENES[name][:2]:
-            if rel.startswith("staged:"):
-                continue
-            src, dst = data / rel, target / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
-            copied += dst.stat().st_size
-        if name in bba.CLASS_PNGS:  # the class PNG its mask is staged from
-            rel = bba.CLASS_PNGS[name]
+        files = [r for r in bba.SCENES[name][:2] if not r.startswith("staged:")]
+        files += [bba.CLASS_PNGS[name]] if name in bba.CLASS_PNGS else []  # its mask's source
+        for rel in files:
             (target / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(data / rel, target / rel)
-    exclude = ROOT / ".git" / "info" / "exclude"
-    if exclude.parent.is_dir() and "/shared/" not in exclude.read_text():
-        with exclude.open("a") as f:
-            f.write("/shared/\n")
-    print(f"scenes: {copied / 2**20:.1f} MiB in {target} ({', '.join(scenes)})", file=sys.stderr)
-    print("carry: .whl (shared/ travels by itself)", file=sys.stderr)
+            copied += (target / rel).stat().st_size
+    print(f"data: {copied / 2**20:.1f} MiB in {target} ({', '.join(scenes)})", file=sys.stderr)
     return 0
 
 
@@ -208,13 +198,17 @@ def prepare(scenes: list[str], data: Path) -> int:
 
 def find_data(arg: Path | None) -> Path:
     """``--data``, else ``shared/data`` in the checkout (what travels), else ``../shared/data``."""
-    candidates = [arg] if arg else [ROOT / "shared" / "data", ROOT.parent / "shared" / "data"]
+    candidates = (
+        [arg]
+        if arg
+        else [ROOT / "shared" / "data", ROOT.parent / "shared" / "data", WHEELS / "data"]
+    )
     for c in candidates:
         if c is not None and c.is_dir():
             return c
     raise BadArgument(
         f"no scene data at {' or '.join(map(str, candidates))}; pass --data DIR, or run "
-        "--prepare to copy the scenes into shared/data",
+        "--prepare to copy the scenes into .whl/data",
         "--data",
     )
 
@@ -306,6 +300,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="loader workers (recipe: choose)")
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
     p.add_argument("--prepare", action="store_true", help="stage wheels and scenes (here)")
+    p.add_argument("--install-only", action="store_true", help="install the carried wheels")
     return p.parse_args(argv)
 
 
@@ -355,11 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("rasterio", "fiona", "pyogrio", "distributed", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        install = ensure_imports()
+        install = ensure_imports(strict=not args.install_only)
+        if args.install_only:
+            print(json.dumps(install))
+            return 0
         if args.prepare:
             scenes = [s.strip() for s in args.scenes.split(",") if s.strip()]
-            data = args.data or ROOT.parent / "shared" / "data"
-            return prepare(scenes, data)
+            os.environ["GEOSEG_DATA"] = str(args.data or ROOT.parent / "shared" / "data")
+            return prepare(scenes, Path(os.environ["GEOSEG_DATA"]))
         data = find_data(args.data) if args.image is None else None
         if data is not None:
             os.environ["GEOSEG_DATA"] = str(data)
