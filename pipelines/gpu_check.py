@@ -4,13 +4,15 @@
         [--device auto|cuda|cpu] [--scenes vegas,massachusetts,atlanta]
     python pipelines/gpu_check.py --prepare        # here, before a GPU session (needs PyPI)
 
-What it does, in order (≤ 8 minutes of wall time with ``--budget-min 5`` on one H100/H200):
+What it does, in order (sized for ≤ 8 minutes of wall time with ``--budget-min 5`` on one
+H100/H200; not yet run on a GPU):
 
 1. **Imports**: where rasterio, zarr, geopandas... are missing (the GPU machine has torch but
    not the geospatial stack), installs the wheels carried in ``.whl/`` with
    ``pip install --no-index --no-deps --target`` and puts them on ``sys.path``. geoseg itself
    is imported from this checkout (no install needed).
-2. **Scenes**: the labelled scenes of ``shared/data`` or ``../shared/data`` (``--data``), staged
+2. **Scenes**: the labelled scenes of ``--data``, else ``shared/data``, ``../shared/data`` or
+   ``.whl/data`` (what ``--prepare`` copies there), staged
    exactly as the building benchmark stages them (``pipelines/benchmark_buildings.py``:
    truth clipped to the image, three draws of 16 labelled 64×64 tiles, 128 px tile store).
 3. **Train** the GPU recipe (:data:`GPU_RECIPE`: IIC, the IIC paper's full-width VGG trunk,
@@ -279,6 +281,14 @@ def check_scene(bb, bba, name: str, args, device, seconds: float, extra) -> dict
     }
 
 
+def _commit(bb) -> str:
+    """The checkout's commit; "?" where the device copy has no git (or no .git)."""
+    try:
+        return bb.commit()
+    except OSError:
+        return "?"
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="gpu_check.py", description=__doc__.splitlines()[0])
     p.exit_on_error = False
@@ -410,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         "f1": round(sum(m["f1"] for m in means) / len(means), 4) if means else None,
         "iou": round(sum(m["iou"] for m in means) / len(means), 4) if means else None,
         "scenes": results,
-        "commit": bb.commit(),
+        "commit": _commit(bb),
         "wall_s": round(time.perf_counter() - start, 1),
     }
     for path in [args.out / "gpu_check.json", *([args.json] if args.json else [])]:
