@@ -171,3 +171,18 @@ def test_refine_makes_a_roof_uniform_and_keeps_its_edge():
     out = refine(prob, img)
     assert out[15, 15] > 0.7 and out[2, 2] < 0.3
     assert (out[10:30, 10:30] > 0.5).all() and (out[:9] < 0.5).all()
+
+
+def test_cli_map_head_mlp_prints_the_estimate(fixtures, building_labels, tmp_path):  # noqa: F811
+    from click.testing import CliRunner
+
+    from geoseg.cli import group
+
+    ckpt_path = kmeans_checkpoint(tmp_path / "best.pt", tile=32)
+    args = ["map", str(ckpt_path), "--labels", str(building_labels), "--image",
+            str(fixtures["rgbn"]), "--head", "mlp", "--tile-size", "32"]  # fmt: skip
+    res = CliRunner().invoke(group, args)
+    assert res.exit_code == 0, res.output
+    assert "mlp mapping of head 1" in res.output and "estimated IoU" in res.output
+    bad = CliRunner().invoke(group, [*args[:-4], "--head", "deep"])
+    assert bad.exit_code == 2 and "--head" in bad.output
