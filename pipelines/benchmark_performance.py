@@ -73,7 +73,7 @@ QUICK = {
     "tile": 4096,
     "predict": 1536,
     "rss": (1024, 4096),
-    "vectorize": 4096,
+    "vectorize": 2048,
     "train_steps": 20,
     "repeats": 3,
 }
@@ -712,6 +712,7 @@ def main() -> None:
         metavar="JSON",
         help="only rewrite docs/benchmarks.md's section from this JSON",
     )
+    parser.add_argument("--baseline", type=Path, help="with --markdown: an older run's JSON")
     parser.add_argument(
         "--only", nargs="*", default=None, choices=("tile", "train", "predict", "rss", "vectorize")
     )
@@ -723,7 +724,8 @@ def main() -> None:
         child(json.loads(args.child))
         return
     if args.markdown:
-        write_markdown(json.loads(args.markdown.read_text()), DOC)
+        base = json.loads(args.baseline.read_text()) if args.baseline else None
+        write_markdown(json.loads(args.markdown.read_text()), DOC, base)
         return
     cfg = dict(QUICK if args.quick else FULL)
     if args.repeats:
@@ -804,36 +806,44 @@ def _verdict(key: str, value: float) -> str:
     return f"{op} {limit:g}: {'met' if ok else 'NOT met'}"
 
 
-def render(res: dict) -> str:
-    """The markdown section for one results JSON (nothing in it is typed by hand)."""
+def render(res: dict, base: dict | None = None) -> str:
+    """The markdown section for one results JSON, beside a baseline run's when given (nothing
+    in it is typed by hand)."""
     m = res["machine"]
+    quick = "--quick " if res["mode"] == "quick" else ""
     lines = [
         SECTION,
         "",
-        "Regenerate: `python pipelines/benchmark_performance.py "
-        f"{'--quick ' if res['mode'] == 'quick' else ''}--json FILE` then "
-        "`python pipelines/benchmark_performance.py --markdown FILE`.",
+        f"Regenerate: `python pipelines/benchmark_performance.py {quick}--json FILE` then "
+        "`python pipelines/benchmark_performance.py --markdown FILE [--baseline OLD.json]`.",
         "",
         f"{res['mode']} run, commit {res.get('commit', '?')}, {res['started']}: "
         f"{m['cores']} cores (load average {m['load_average_start'][0]:.1f} at the start, "
         f"{m.get('load_average_end', [float('nan')])[0]:.1f} at the end), Python "
         f"{m['python']}, torch {m['torch']}, rasterio {m['rasterio']} / GDAL "
         f"{m['gdal_rasterio']}, zarr {m['zarr']}; peers: {m['gdal_cli']}. Each ratio is the "
-        f"median over {res['config']['repeats']} A/B pairs run in turn (min–max in brackets); "
-        "'in-process' = timed after imports inside the process, 'process' = whole process.",
+        f"median over {res['config']['repeats']} rounds run in turn (A, then each B; min–max "
+        "in brackets); 'in-process' = timed after imports inside the process, 'process' = "
+        "the whole process.",
         "",
-        "| key | ratio | target |",
-        "|---|---|---|",
     ]
+    header = "| key | ratio | target |"
+    if base:
+        header = f"| key | ratio | before (commit {base.get('commit', '?')}) | target |"
+    lines += [header, "|---|---|---|---|" if base else "|---|---|---|"]
     for key, value in res["ratios"].items():
-        lines.append(f"| `{key}` | {value:.3f} | {_verdict(key, value)} |")
+        before = ""
+        if base:
+            old = base["ratios"].get(key)
+            before = f" {old:.3f} |" if old is not None else " – |"
+        lines.append(f"| `{key}` | {value:.3f} |{before} {_verdict(key, value)} |")
     lines += [
         "",
         "| step | A median s | B median s | A/B median [min–max] | timed | peak RSS A / B MiB |",
         "|---|---|---|---|---|---|",
     ]
 
-    def row(name, a, b, r):
+    def row(name, r):
         kind = "in-process" if r["metric"] == "seconds" else "process"
         lines.append(
             f"| {name} | {r['a']['median']:.2f} | {r['b']['median']:.2f} | {r['ratio']:.2f} "
@@ -843,30 +853,25 @@ def render(res: dict) -> str:
 
     if "tile" in res:
         t = res["tile"]
-        row(f"`geoseg tile` vs bare read of the same windows ({t['scene']})", "", "", t["read"])
-        row(f"`geoseg tile` vs `gdal_translate -of Zarr` ({t['scene']})", "", "", t["gdal_zarr"])
+        row(f"`geoseg tile` vs bare read of the same windows ({t['scene']})", t["read"])
+        row(f"`geoseg tile` vs `gdal_translate -of Zarr` ({t['scene']})", t["gdal_zarr"])
     if "predict" in res:
         p = res["predict"]
-        row(f"`geoseg predict` vs bare forward ({p['scene']}, {p['model']})", "", "", p["forward"])
+        row(f"`geoseg predict` vs bare forward ({p['scene']}, {p['model']})", p["forward"])
     if "vectorize" in res:
         v = res["vectorize"]
         for name, c in v["cases"].items():
             n = c["polygons"]
-            row(
-                f"`geoseg vectorize` vs `gdal_polygonize.py`, {name} ({v['raster']}; "
-                f"{n['geoseg']:,} / {n['gdal']:,} polygons)",
-                "",
-                "",
-                c,
-            )
+            count = f"{n.get('geoseg', 0):,} / {n.get('gdal', 0):,} polygons"
+            row(f"`geoseg vectorize` vs `gdal_polygonize.py`, {name} ({v['raster']}; {count})", c)
     if "rss" in res:
         r = res["rss"]
         s, b = (str(x) for x in r["sizes"])
         lines += [
             "",
-            f"Peak RSS of `geoseg predict` ({r['model']}): {s}² "
-            f"{r['rss_mib'][s]:.0f} MiB, {b}² {r['rss_mib'][b]:.0f} MiB "
-            f"(in-process {r['seconds'][s]:.1f} s and {r['seconds'][b]:.1f} s).",
+            f"Peak RSS of `geoseg predict` ({r['model']}): {s}² {r['rss_mib'][s]:.0f} MiB, "
+            f"{b}² {r['rss_mib'][b]:.0f} MiB (in-process {r['seconds'][s]:.1f} s and "
+            f"{r['seconds'][b]:.1f} s).",
         ]
     if "models" in res:
         t = res["models"]["train"]
@@ -884,10 +889,10 @@ def render(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(res: dict, doc: Path) -> None:
+def write_markdown(res: dict, doc: Path, base: dict | None = None) -> None:
     """Replace (or append) the section of ``doc`` this script owns."""
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    section = render(res)
+    section = render(res, base)
     if SECTION in text:
         head, rest = text.split(SECTION, 1)
         nxt = rest.find("\n## ")
