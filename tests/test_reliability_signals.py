@@ -23,6 +23,16 @@ def scene_and_model(fixtures, tmp_path_factory):
     return write_raster(work / "big.tif", data), model
 
 
+def _interrupt(proc, sig) -> None:
+    """Deliver ``sig`` while the run is surely mid-way: freeze it where the test saw it
+    (SIGSTOP), queue the signal, then let it go on (SIGCONT). On a loaded machine a run seen
+    half-done could otherwise finish before the signal is handled, and the test would check
+    nothing."""
+    proc.send_signal(signal.SIGSTOP)
+    proc.send_signal(sig)
+    proc.send_signal(signal.SIGCONT)
+
+
 def _hidden(folder):
     return sorted(p.name for p in folder.glob(".*")) if folder.exists() else []
 
@@ -45,7 +55,7 @@ def test_interrupted_predict_exits_128_plus_signal_and_leaves_nothing(
     scene, model = scene_and_model
     out = tmp_path / "out"
     proc = _predict_until_partial(scene, model, out)
-    proc.send_signal(sig)
+    _interrupt(proc, sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     lines = [x for x in err.splitlines() if x.strip()]
@@ -76,8 +86,10 @@ def test_ctrl_c_in_tile_exits_130_and_keeps_a_resumable_store(scene_and_model, t
     args = ("-q", "tile", scene, "-o", store, "--tile-size", 64, "--overlap", 0,
             "--scheduler", "sync")  # fmt: skip
     proc = spawn(*args)
-    assert wait_for(lambda: (tmp_path / ".s.zarr.partial" / "done").exists(), 60)
-    proc.send_signal(signal.SIGINT)
+    # the one-pass writer fills the store in a few large batches: interrupt it as soon as the
+    # partial store exists, whatever it holds yet; the rerun resumes from there
+    assert wait_for(lambda: (tmp_path / ".s.zarr.partial").exists(), 60)
+    _interrupt(proc, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err.lower()
