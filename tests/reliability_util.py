@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -63,6 +64,13 @@ def assert_refused(result: Result, *needles: str, code: int = 2) -> None:
         assert needle.lower() in line.lower(), (needle, line)
 
 
+def _default_sigint() -> None:
+    # A test run started in the background by a shell without job control inherits SIGINT as
+    # ignored, and Python then installs no KeyboardInterrupt handler: give the child the
+    # default disposition a user's terminal gives it, so Ctrl-C tests test geoseg, not the shell.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(*args, env: dict | None = None, **kw) -> subprocess.Popen:
     """Start ``python -m geoseg ARGS`` as a real process (for signals and concurrency)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -72,6 +80,7 @@ def spawn(*args, env: dict | None = None, **kw) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env=full_env,
+        preexec_fn=_default_sigint,
         **kw,
     )
 
