@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,3 +40,26 @@ def make_raster(tmp_path):
         return make_fixtures.write_raster(tmp_path / name, data, **kwargs)
 
     return _make
+
+
+#: the Python that has QGIS (Debian's python3-qgis is for the system interpreter)
+QGIS_PYTHON = os.environ.get("GEOSEG_QGIS_PYTHON", "/usr/bin/python3")
+
+
+@pytest.fixture(scope="session")
+def qgis_python() -> str:
+    """The interpreter that imports QGIS; skips without one, fails under GEOSEG_REQUIRE_QGIS=1
+    (CI), so a missing QGIS never passes silently there."""
+    try:
+        probe = subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"], capture_output=True)
+        if probe.returncode == 0:
+            return QGIS_PYTHON
+    except OSError:  # no such interpreter
+        pass
+    message = (
+        f"QGIS is not importable from {QGIS_PYTHON}; install it with "
+        "`apt-get install -y --no-install-recommends python3-qgis qgis-providers`"
+    )
+    if os.environ.get("GEOSEG_REQUIRE_QGIS"):
+        pytest.fail(message)
+    pytest.skip(message)

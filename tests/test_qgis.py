@@ -10,37 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-QGIS_PYTHON = os.environ.get("GEOSEG_QGIS_PYTHON", "/usr/bin/python3")
 PROBE = Path(__file__).parent / "qgis" / "open_in_qgis.py"
 
 pytestmark = pytest.mark.qgis
-
-
-def _has_qgis() -> bool:
-    if not shutil.which(QGIS_PYTHON) and not Path(QGIS_PYTHON).exists():
-        return False
-    probe = subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"], capture_output=True)
-    return probe.returncode == 0
-
-
-@pytest.fixture(scope="module")
-def qgis_python():
-    if _has_qgis():
-        return QGIS_PYTHON
-    message = (
-        f"QGIS is not importable from {QGIS_PYTHON}; install it with "
-        "`apt-get install -y --no-install-recommends python3-qgis qgis-providers`"
-    )
-    if os.environ.get("GEOSEG_REQUIRE_QGIS"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

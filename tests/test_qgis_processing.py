@@ -18,28 +18,10 @@ from pathlib import Path
 
 import pytest
 
-QGIS_PYTHON = os.environ.get("GEOSEG_QGIS_PYTHON", "/usr/bin/python3")
 SCRIPT = Path(__file__).parent / "qgis" / "run_processing.py"
 PLUGIN = Path(__file__).parents[1] / "geoseg" / "qgis"
 
 pytestmark = pytest.mark.qgis
-
-
-@pytest.fixture(scope="module")
-def qgis_python():
-    try:
-        probe = subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"], capture_output=True)
-        if probe.returncode == 0:
-            return QGIS_PYTHON
-    except OSError:  # no such interpreter
-        pass
-    message = (
-        f"QGIS is not importable from {QGIS_PYTHON}; install it with "
-        "`apt-get install -y --no-install-recommends python3-qgis qgis-providers`"
-    )
-    if os.environ.get("GEOSEG_REQUIRE_QGIS"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

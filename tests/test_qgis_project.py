@@ -23,7 +23,6 @@ import pytest
 
 from geoseg.cli import main
 
-QGIS_PYTHON = os.environ.get("GEOSEG_QGIS_PYTHON", "/usr/bin/python3")
 SCRIPT = Path(__file__).parent / "qgis" / "open_project.py"
 BUILDING = [0, 1]  # the k-means clusters called building (dark roofs and shadows here)
 
@@ -33,25 +32,6 @@ def geoseg(capsys, *args) -> tuple[int, str, str]:
         main(["-q", *map(str, args)])
     out = capsys.readouterr()
     return exit_.value.code, out.out, out.err
-
-
-@pytest.fixture(scope="module")
-def qgis_python():
-    try:
-        if (
-            subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"], capture_output=True).returncode
-            == 0
-        ):
-            return QGIS_PYTHON
-    except OSError:  # no such interpreter
-        pass
-    message = (
-        f"QGIS is not importable from {QGIS_PYTHON}; install it with "
-        "`apt-get install -y --no-install-recommends python3-qgis qgis-providers`"
-    )
-    if os.environ.get("GEOSEG_REQUIRE_QGIS"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
