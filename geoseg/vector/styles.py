@@ -65,23 +65,7 @@ def write_raster_style(
     else:  # names of an earlier, mapped run would now be wrong
         _remove_class_table(tif_path)
 
-    root = _root()
-    pipe = ET.SubElement(root, "pipe")
-    renderer = ET.SubElement(
-        pipe,
-        "rasterrenderer",
-        type="paletted",
-        band="1",
-        opacity="1",
-        alphaBand="-1",
-        nodataColor="",
-    )
-    if nodata is not None:
-        transparency = ET.SubElement(renderer, "rasterTransparency")
-        pixels = ET.SubElement(transparency, "singleValuePixelList")
-        ET.SubElement(
-            pixels, "pixelListEntry", min=_num(nodata), max=_num(nodata), percentTransparent="100"
-        )
+    root, pipe, renderer = _paletted([] if nodata is None else [_num(nodata)])
     entries = ET.SubElement(renderer, "colorPalette")
     for value in values:
         if nodata is not None and value == nodata:
@@ -101,13 +85,9 @@ def write_raster_style(
     return _write(root, tif_path.with_suffix(".qml"))
 
 
-def write_class_style(tif_path: str | Path, name: str, *, rgba=CLASS_RGBA) -> Path:
-    """Write ``<tif stem>.qml`` for a 0/1 class raster (predict's ``<stem>_building.tif``).
-
-    Only the class is drawn (value 1, half transparent); 0 and nodata are fully transparent,
-    so the raster can lie over the image without hiding it.
-    """
-    tif_path = Path(tif_path)
+def _paletted(transparent: list[str]) -> tuple[ET.Element, ET.Element, ET.Element]:
+    """``(root, pipe, renderer)`` of a paletted raster style, with ``transparent`` values fully
+    transparent (nodata, or the 0 of a class raster that must not hide the image)."""
     root = _root()
     pipe = ET.SubElement(root, "pipe")
     renderer = ET.SubElement(
@@ -119,12 +99,22 @@ def write_class_style(tif_path: str | Path, name: str, *, rgba=CLASS_RGBA) -> Pa
         alphaBand="-1",
         nodataColor="",
     )
-    transparency = ET.SubElement(renderer, "rasterTransparency")
-    pixels = ET.SubElement(transparency, "singleValuePixelList")
-    for value in (0, 255):
-        ET.SubElement(
-            pixels, "pixelListEntry", min=str(value), max=str(value), percentTransparent="100"
-        )
+    if transparent:
+        pixels = ET.SubElement(ET.SubElement(renderer, "rasterTransparency"),
+                               "singleValuePixelList")  # fmt: skip
+        for value in transparent:
+            ET.SubElement(pixels, "pixelListEntry", min=value, max=value, percentTransparent="100")
+    return root, pipe, renderer
+
+
+def write_class_style(tif_path: str | Path, name: str, *, rgba=CLASS_RGBA) -> Path:
+    """Write ``<tif stem>.qml`` for a 0/1 class raster (predict's ``<stem>_building.tif``).
+
+    Only the class is drawn (value 1, half transparent); 0 and nodata are fully transparent,
+    so the raster can lie over the image without hiding it.
+    """
+    tif_path = Path(tif_path)
+    root, pipe, renderer = _paletted(["0", "255"])
     entries = ET.SubElement(renderer, "colorPalette")
     r, g, b, a = rgba
     ET.SubElement(
