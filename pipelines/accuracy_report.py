@@ -148,8 +148,11 @@ def markdown(rows: list[dict[str, Any]], command: str, settings: dict[str, int])
     """
     TILE_SIZE, CROP, MAP_TILES = settings["tile_size"], settings["crop"], settings["map_tiles"]
     commits = sorted({r.get("env", {}).get("commit", "?") for r in rows})
-    loads = [float(r["env"]["machine"].split("load average ")[1].split(",")[0])
-             for r in rows if "load average" in r.get("env", {}).get("machine", "")]  # fmt: skip
+    loads = [
+        float(r["env"]["machine"].split("load average ")[1].split(",")[0])
+        for r in rows
+        if "load average" in r.get("env", {}).get("machine", "")
+    ]
     load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "?"
     net, kan = _budget(rows, "iic") or _budget(rows, "ac"), _budget(rows, "kanezaki")
     head = "| scene | method | steps | train wall s | train CPU s | clusters used |"
@@ -172,7 +175,7 @@ def markdown(rows: list[dict[str, Any]], command: str, settings: dict[str, int])
             ov=CROP // 8,
             ratio=ratio,
             total=total,
-        ),  # fmt: skip
+        ),
         "### Building footprints",
         "",
         f"{head} building IoU | best-cluster IoU | SpaceNet P | SpaceNet R "
@@ -181,8 +184,10 @@ def markdown(rows: list[dict[str, Any]], command: str, settings: dict[str, int])
     ]
 
     def prefix(r: dict[str, Any]) -> str:
-        return (f"| {r['scene']} | {r['method']} | {r['steps']} | {r['train_wall_s']:.0f} | "
-                f"{r['train_cpu_s']:.1f} | {r['clusters_used']} |")  # fmt: skip
+        return (
+            f"| {r['scene']} | {r['method']} | {r['steps']} | {r['train_wall_s']:.0f} | "
+            f"{r['train_cpu_s']:.1f} | {r['clusters_used']} |"
+        )
 
     for r in (r for r in rows if r["kind"] == "footprints"):
         lines.append(

@@ -85,13 +85,17 @@ SCENES = {
     "vegas": Scene(
         DATA / "spacenet-vegas-img2144/MUL-PanSharpen_AOI_2_Vegas_img2144_uint8.tif",
         DATA / "spacenet-vegas-img2144/labels.geojson",
-        "footprints", bands=(5, 3, 2, 7), column="label",
-        names={1: "building", 2: "road", 3: "tree"}, truth_filter="label=1",
+        "footprints",
+        bands=(5, 3, 2, 7),
+        column="label",
+        names={1: "building", 2: "road", 3: "tree"},
+        truth_filter="label=1",
     ),
     "massachusetts": Scene(
         DATA / "massachusetts-22978945/22978945_15.tif",
         DATA / "massachusetts-22978945/22978945_15.gpkg",
-        "footprints", drop_nodata=True,
+        "footprints",
+        drop_nodata=True,
     ),
     "atlanta": Scene(
         DATA / "spacenet-atlanta-pan/sample_geotiff.tif",
@@ -101,22 +105,30 @@ SCENES = {
     "potsdam": Scene(
         DATA / "isprs-crops/potsdam_2_10_rgb_512.png",
         DATA / "isprs-crops/potsdam_2_10_label_512.png",
-        "dense", res=0.05, descriptions=("red", "green", "blue"),
+        "dense",
+        res=0.05,
+        descriptions=("red", "green", "blue"),
     ),
     "vaihingen": Scene(
         DATA / "isprs-crops/vaihingen_area1_irrg_512.png",
         DATA / "isprs-crops/vaihingen_area1_label_512.png",
-        "dense", res=0.09, descriptions=("nir", "red", "green"),
+        "dense",
+        res=0.09,
+        descriptions=("nir", "red", "green"),
     ),
-}  # fmt: skip
+}
 
 #: The budget. Shared by all methods: 6 main clusters, CROP px crops, seed; IIC and AC share the
 #: objective settings and step count so they differ only in the network.
 COMMON = ("n_clusters=6", f"data.crop_size={CROP}", f"seed={SEED}", "data.min_valid=0.5")
 NET = (
-    "n_over_clusters=24", "data.batch_size=8", "loss.displacement=2", "optim.lr=0.001",
-    "schedule.eval_batches=2", "schedule.log_every=10",
-)  # fmt: skip
+    "n_over_clusters=24",
+    "data.batch_size=8",
+    "loss.displacement=2",
+    "optim.lr=0.001",
+    "schedule.eval_batches=2",
+    "schedule.log_every=10",
+)
 METHODS: dict[str, tuple[str, ...]] = {
     "kmeans": ("baseline.samples=100000",),
     "kanezaki": ("baseline.width=32", "data.batch_size=8", "schedule.log_every=10"),
@@ -184,8 +196,14 @@ def store_for(name: str, scene: Scene, image: Path, out: Path):
         return open_store(path)
     except BadInput:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return tile([image], path, bands=list(scene.bands) if scene.bands else None,
-                    tile_size=TILE_SIZE, overlap=0, overwrite=True)  # fmt: skip
+        return tile(
+            [image],
+            path,
+            bands=list(scene.bands) if scene.bands else None,
+            tile_size=TILE_SIZE,
+            overlap=0,
+            overwrite=True,
+        )
 
 
 def min_area_m2(image: Path) -> float:
@@ -221,8 +239,12 @@ def building_iou(clusters_tif: Path, building: list[int], scene: Scene) -> dict[
     if scene.truth_filter:
         key, value = scene.truth_filter.split("=")
         truth = truth[truth[key].astype(str) == value]
-    true = rasterize(((g, 1) for g in truth.to_crs(crs).geometry), out_shape=shape,
-                     transform=transform).astype(bool) & valid  # fmt: skip
+    true = (
+        rasterize(
+            ((g, 1) for g in truth.to_crs(crs).geometry), out_shape=shape, transform=transform
+        ).astype(bool)
+        & valid
+    )
 
     def iou(pred: np.ndarray) -> float:
         union = int((pred | true).sum())
@@ -246,10 +268,19 @@ def footprint_metrics(name, scene, image, labels, best, run) -> dict[str, Any]:
 
     try:
         mapped = fit_mapping(
-            best, labels=labels, image=image, column=scene.column, names=scene.names,
-            max_tiles=MAP_TILES, method="majority", output=run / "mapped.pt", overwrite=True,
-            seed=SEED, device="cpu", head=0,
-        )  # fmt: skip
+            best,
+            labels=labels,
+            image=image,
+            column=scene.column,
+            names=scene.names,
+            max_tiles=MAP_TILES,
+            method="majority",
+            output=run / "mapped.pt",
+            overwrite=True,
+            seed=SEED,
+            device="cpu",
+            head=0,
+        )
         model, building = run / "mapped.pt", mapped["mapping"]["classes"].get("building", [])
         tiles = mapped["tiles"]
     except BadInput as exc:
@@ -260,15 +291,18 @@ def footprint_metrics(name, scene, image, labels, best, run) -> dict[str, Any]:
         log.warning("%s: every cluster maps to background (%s)", run.name, exc)
         model, building, tiles = best, [], MAP_TILES
     classes = {"building": building} if building else {}
-    written = predict(image, model, run / "predict", device="cpu", classes=classes,
-                      overwrite=True)  # fmt: skip
-    row = {"map_tiles": tiles, "building_clusters": building,
-           "clusters_used": clusters_used(written["clusters"])}  # fmt: skip
+    written = predict(image, model, run / "predict", device="cpu", classes=classes, overwrite=True)
+    row = {
+        "map_tiles": tiles,
+        "building_clusters": building,
+        "clusters_used": clusters_used(written["clusters"]),
+    }
     row.update(building_iou(written["clusters"], building, scene))
     area = min_area_m2(image)
     if building:
-        total = score(written["building:vector"], labels, min_area=area,
-                      truth_filter=scene.truth_filter).total  # fmt: skip
+        total = score(
+            written["building:vector"], labels, min_area=area, truth_filter=scene.truth_filter
+        ).total
     else:  # no cluster is mostly building: every footprint is missed
         truth = score(labels, labels, min_area=area, truth_filter=scene.truth_filter).total
         total = {"tp": 0, "fp": 0, "fn": truth["tp"], "precision": 0.0, "recall": 0.0, "f1": 0.0}
@@ -285,10 +319,18 @@ def dense_metrics(name, scene, image, labels, best, run) -> dict[str, Any]:
     from geoseg.predict.raster import predict
 
     mapped = fit_mapping(
-        best, labels=labels, image=image, names=dict(ISPRS_NAMES), max_tiles=MAP_TILES,
-        method="majority", output=run / "mapped.pt", overwrite=True, seed=SEED, device="cpu",
+        best,
+        labels=labels,
+        image=image,
+        names=dict(ISPRS_NAMES),
+        max_tiles=MAP_TILES,
+        method="majority",
+        output=run / "mapped.pt",
+        overwrite=True,
+        seed=SEED,
+        device="cpu",
         head=0,
-    )  # fmt: skip
+    )
     written = predict(image, best, run / "predict", device="cpu", overwrite=True)
     six = evaluate(written["clusters"], labels, method="hungarian", names=dict(ISPRS_NAMES))
     three = evaluate(written["clusters"], labels, merge="potsdam3", method="hungarian")
@@ -297,12 +339,16 @@ def dense_metrics(name, scene, image, labels, best, run) -> dict[str, Any]:
     for cls, clusters in mapped["mapping"]["classes"].items():
         assignment[clusters] = mapped["mapping"]["class_ids"][cls]
     return {
-        "map_tiles": mapped["tiles"], "map_pixels": mapped["pixels"],
-        "hungarian6": six["hungarian_accuracy"], "many_to_one6": six["many_to_one_accuracy"],
-        "hungarian3": three["hungarian_accuracy"], "many_to_one3": three["many_to_one_accuracy"],
-        "mapped_accuracy6": accuracy(conf, assignment), "labelled_pixels": six["pixels"],
+        "map_tiles": mapped["tiles"],
+        "map_pixels": mapped["pixels"],
+        "hungarian6": six["hungarian_accuracy"],
+        "many_to_one6": six["many_to_one_accuracy"],
+        "hungarian3": three["hungarian_accuracy"],
+        "many_to_one3": three["many_to_one_accuracy"],
+        "mapped_accuracy6": accuracy(conf, assignment),
+        "labelled_pixels": six["pixels"],
         "clusters_used": clusters_used(written["clusters"]),
-    }  # fmt: skip
+    }
 
 
 def run_row(
@@ -331,11 +377,18 @@ def run_row(
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     ckpt = load_checkpoint(best)
     row: dict[str, Any] = {
-        "scene": name, "method": method, "kind": scene.kind, "steps": int(ckpt["step"]),
-        "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1),
-        "torch_threads": torch.get_num_threads(), "clusters": int(ckpt["n_clusters"][0]),
-        "seed": SEED, "overrides": list(overrides), "store_tiles": store.n_tiles,
-    }  # fmt: skip
+        "scene": name,
+        "method": method,
+        "kind": scene.kind,
+        "steps": int(ckpt["step"]),
+        "train_wall_s": round(wall, 1),
+        "train_cpu_s": round(cpu, 1),
+        "torch_threads": torch.get_num_threads(),
+        "clusters": int(ckpt["n_clusters"][0]),
+        "seed": SEED,
+        "overrides": list(overrides),
+        "store_tiles": store.n_tiles,
+    }
     metrics = footprint_metrics if scene.kind == "footprints" else dense_metrics
     t0 = time.perf_counter()
     row.update(metrics(name, scene, image, labels, best, run))
@@ -366,8 +419,9 @@ def cached_rows(out: Path) -> list[dict[str, Any]]:
 
 def environment() -> dict[str, str]:
     """Where the numbers come from: commit, cores, load at start (the CPUs are shared)."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return {
         "commit": commit or "?",
@@ -394,8 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     scenes, methods = args.scenes.split(","), args.methods.split(",")
     unknown = [s for s in scenes if s not in SCENES] + [m for m in methods if m not in METHODS]
     if unknown:
-        parser.error(f"unknown scene/method {unknown[0]!r}; choose from "
-                     f"{', '.join(SCENES)} / {', '.join(METHODS)}")  # fmt: skip
+        parser.error(
+            f"unknown scene/method {unknown[0]!r}; choose from "
+            f"{', '.join(SCENES)} / {', '.join(METHODS)}"
+        )
     steps = {"iic": args.steps, "ac": args.steps, "kanezaki": args.kanezaki_steps}
     args.out.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []

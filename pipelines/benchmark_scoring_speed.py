@@ -50,16 +50,21 @@ def buildings(n: int, rng: np.random.Generator, spacing: float = 30.0) -> np.nda
 def proposals(truth: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     n = len(truth)
     keep = rng.random(n) > 0.1
-    moved = np.array([
-        shapely.affinity.translate(
-            shapely.affinity.scale(g, s, s), dx, dy
-        )
-        for g, s, dx, dy in zip(truth[keep], rng.uniform(0.8, 1.25, keep.sum()),
-                                rng.normal(0, 1.5, keep.sum()), rng.normal(0, 1.5, keep.sum()),
-                                strict=True)
-    ])  # fmt: skip
-    extra = shapely.buffer(shapely.points(rng.uniform(0, np.sqrt(n) * 30, (n - keep.sum(), 2))),
-                           3.0, quad_segs=2)  # fmt: skip
+    moved = np.array(
+        [
+            shapely.affinity.translate(shapely.affinity.scale(g, s, s), dx, dy)
+            for g, s, dx, dy in zip(
+                truth[keep],
+                rng.uniform(0.8, 1.25, keep.sum()),
+                rng.normal(0, 1.5, keep.sum()),
+                rng.normal(0, 1.5, keep.sum()),
+                strict=True,
+            )
+        ]
+    )
+    extra = shapely.buffer(
+        shapely.points(rng.uniform(0, np.sqrt(n) * 30, (n - keep.sum(), 2))), 3.0, quad_segs=2
+    )
     geoms = np.concatenate([moved, extra])
     return geoms, rng.random(len(geoms))
 
@@ -89,13 +94,16 @@ def main() -> None:
         origin = shapely.bounds(truth)[:, :2].min(axis=0)
 
         def rows(geoms, image_of, confidence=None):
-            frame = pd.DataFrame({
-                "ImageId": [f"AOI_9_Bench_img{i}" for i in image_of],
-                "BuildingId": np.arange(len(geoms)),
-                "PolygonWKT_Pix": shapely.to_wkt(
-                    shapely.transform(geoms, lambda xy: (xy - origin) / 0.3), rounding_precision=2
-                ),
-            })  # fmt: skip
+            frame = pd.DataFrame(
+                {
+                    "ImageId": [f"AOI_9_Bench_img{i}" for i in image_of],
+                    "BuildingId": np.arange(len(geoms)),
+                    "PolygonWKT_Pix": shapely.to_wkt(
+                        shapely.transform(geoms, lambda xy: (xy - origin) / 0.3),
+                        rounding_precision=2,
+                    ),
+                }
+            )
             if confidence is not None:
                 frame["Confidence"] = confidence
             return frame
@@ -109,14 +117,19 @@ def main() -> None:
         rows(truth, t_img).to_csv(tmp / "truth.csv", index=False)
         rows(props, p_img, conf).to_csv(tmp / "pred.csv", index=False)
         r, t_csv = timed(score, tmp / "pred.csv", tmp / "truth.csv", min_area=0)
-        print(f"CSV, {len(np.unique(t_img))} images: score {t_csv} -> TP {r.total['tp']} "
-              f"FP {r.total['fp']} FN {r.total['fn']} F1 {r.total['f1']:.4f}")  # fmt: skip
+        print(
+            f"CSV, {len(np.unique(t_img))} images: score {t_csv} -> TP {r.total['tp']} "
+            f"FP {r.total['fp']} FN {r.total['fn']} F1 {r.total['f1']:.4f}"
+        )
 
         shifted = shapely.transform(props, lambda xy: xy + [500000.0, 4000000.0])
         gpd.GeoDataFrame({"confidence": conf}, geometry=shifted, crs="EPSG:32611").to_crs(
-            "EPSG:4326").to_file(tmp / "pred.gpkg")  # fmt: skip
-        gpd.GeoDataFrame(geometry=shapely.transform(truth, lambda xy: xy + [500000.0,
-                         4000000.0]), crs="EPSG:32611").to_file(tmp / "truth.gpkg")  # fmt: skip
+            "EPSG:4326"
+        ).to_file(tmp / "pred.gpkg")
+        gpd.GeoDataFrame(
+            geometry=shapely.transform(truth, lambda xy: xy + [500000.0, 4000000.0]),
+            crs="EPSG:32611",
+        ).to_file(tmp / "truth.gpkg")
         r, t_gpkg = timed(score, tmp / "pred.gpkg", tmp / "truth.gpkg", min_area=0)
         print(
             f"GeoPackage (pred EPSG:4326 vs truth EPSG:32611): score {t_gpkg} -> TP "

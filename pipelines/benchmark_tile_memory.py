@@ -49,8 +49,15 @@ def build_scene(sample: Path, out: Path, size: int) -> Path:
     mirror = np.concatenate([data, data[:, ::-1]], axis=1)
     mirror = np.concatenate([mirror, mirror[:, :, ::-1]], axis=2)
     _, mh, mw = mirror.shape
-    profile.update(width=size, height=size, tiled=True, blockxsize=512, blockysize=512,
-                   compress="lzw", nodata=None)  # fmt: skip
+    profile.update(
+        width=size,
+        height=size,
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="lzw",
+        nodata=None,
+    )
     with rasterio.open(out, "w", **profile) as dst:
         for row in range(0, size, 512):
             rows = (np.arange(row, min(row + 512, size)) % mh)[:, None]
@@ -83,9 +90,11 @@ def main() -> None:
         print(f"scene: {scene} {args.size}x{args.size}x4 uint8 ({mib:.0f} MiB of pixels)")
         rows = [
             ("bare windowed rasterio read", measure([sys.executable, "-c", BARE_READ, str(scene)])),
-            ("geoseg tile (256 px, overlap 32)",
-             measure(["geoseg", "-q", "tile", str(scene), "-o", str(work / "s.zarr")])),
-        ]  # fmt: skip
+            (
+                "geoseg tile (256 px, overlap 32)",
+                measure(["geoseg", "-q", "tile", str(scene), "-o", str(work / "s.zarr")]),
+            ),
+        ]
         print("\n| step | wall s | peak RSS MiB |\n|---|---|---|")
         for name, (wall, rss) in rows:
             print(f"| {name} | {wall:.1f} | {rss:.0f} |")

@@ -142,9 +142,14 @@ def run_scene(
     store_path = out / f"{name}.zarr"
     if not store_path.exists():
         tile(
-            [scene["image"]], store_path, bands=scene["bands"], tile_size=128, overlap=0,
-            labels=scene["labels"], nodata=scene["nodata"],
-        )  # fmt: skip
+            [scene["image"]],
+            store_path,
+            bands=scene["bands"],
+            tile_size=128,
+            overlap=0,
+            labels=scene["labels"],
+            nodata=scene["nodata"],
+        )
     store = open_store(store_path)
     rows = []
     for method in methods:
@@ -159,9 +164,13 @@ def run_scene(
         else:
             start = time.perf_counter()
             best = train(
-                store, run, method=method, overwrite=True, device="cpu",
+                store,
+                run,
+                method=method,
+                overwrite=True,
+                device="cpu",
                 overrides=(*overrides, f"schedule.steps={n_steps}"),
-            )  # fmt: skip
+            )
             seconds = time.perf_counter() - start
         ckpt = load_checkpoint(best)
         pred = predict_store(best, store)

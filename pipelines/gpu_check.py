@@ -67,17 +67,51 @@ SITE = Path(os.environ.get("GEOSEG_SITE", "/tmp/geoseg-site"))
 log = logging.getLogger("gpu_check")
 
 #: modules geoseg and the benchmark import that a bare torch image may lack
-NEEDED = ("rasterio", "zarr", "numcodecs", "geopandas", "pyogrio", "shapely", "pyproj", "dask",
-          "affine", "skimage", "sklearn", "scipy", "yaml", "click", "tqdm", "PIL")  # fmt: skip
+NEEDED = (
+    "rasterio",
+    "zarr",
+    "numcodecs",
+    "geopandas",
+    "pyogrio",
+    "shapely",
+    "pyproj",
+    "dask",
+    "affine",
+    "skimage",
+    "sklearn",
+    "scipy",
+    "yaml",
+    "click",
+    "tqdm",
+    "PIL",
+)
 #: the wheels ``--prepare`` stages, in two carry groups of < 50 MiB (distribution names;
 #: versions are the ones installed here)
 WHEEL_GROUPS = {
-    "geo1": ("rasterio", "affine", "click-plugins", "cligj", "zarr", "numcodecs", "donfig",
-             "google-crc32c", "dask", "partd", "locket", "importlib-metadata"),
+    "geo1": (
+        "rasterio",
+        "affine",
+        "click-plugins",
+        "cligj",
+        "zarr",
+        "numcodecs",
+        "donfig",
+        "google-crc32c",
+        "dask",
+        "partd",
+        "locket",
+        "importlib-metadata",
+    ),
     "geo2": ("shapely", "pyogrio", "geopandas", "pyproj"),
-}  # fmt: skip
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
-             "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")  # fmt: skip
+}
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
 
 #: scenes of benchmark_buildings_all.SCENES trained and scored by default: three sensors
 #: (WorldView-3 RGB+NIR, 1 m aerial RGB, panchromatic uint16), georeferenced, vector truth
@@ -141,9 +175,21 @@ def ensure_imports(strict: bool = True) -> dict[str, Any]:
             )
         SITE.mkdir(parents=True, exist_ok=True)
         # --upgrade: a second group installed into the same target keeps the first
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
-               "--no-compile", "--no-cache-dir", "--upgrade", "--target", str(SITE),
-               *map(str, wheels)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--no-cache-dir",
+            "--upgrade",
+            "--target",
+            str(SITE),
+            *map(str, wheels),
+        ]
         subprocess.run(cmd, check=True)
         sys.path.insert(0, str(SITE))
         importlib.invalidate_caches()
@@ -174,9 +220,23 @@ def prepare(scenes: list[str], data: Path) -> int:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         pins = [f"{d}=={version(d)}" for d in dists]
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-               "--python-version", "3.12", "--implementation", "cp", *platforms,
-               "-d", str(folder), *pins]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            *platforms,
+            "-d",
+            str(folder),
+            *pins,
+        ]
         print(f"{group}: {' '.join(pins)}", file=sys.stderr)
         subprocess.run(cmd, check=True)
         size = sum(w.stat().st_size for w in folder.glob("*.whl"))
@@ -225,8 +285,9 @@ def card(device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def train_scene(bb, name: str, scene, store: Path, out: Path, device, seconds: float,
-                extra: tuple[str, ...]) -> tuple[Path, dict[str, Any], tuple]:  # fmt: skip
+def train_scene(
+    bb, name: str, scene, store: Path, out: Path, device, seconds: float, extra: tuple[str, ...]
+) -> tuple[Path, dict[str, Any], tuple]:
     """Train the GPU recipe on one scene's store for ``seconds``; its summary.json figures."""
     import torch
 
@@ -237,8 +298,15 @@ def train_scene(bb, name: str, scene, store: Path, out: Path, device, seconds: f
         torch.cuda.reset_peak_memory_stats(device)
     (out / "runs" / "iic-gpu").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    best = train(store, out / "runs" / "iic-gpu" / "train", method="iic", overrides=overrides,
-                 device=str(device), overwrite=True, max_seconds=seconds)  # fmt: skip
+    best = train(
+        store,
+        out / "runs" / "iic-gpu" / "train",
+        method="iic",
+        overrides=overrides,
+        device=str(device),
+        overwrite=True,
+        max_seconds=seconds,
+    )
     wall = time.perf_counter() - t0
     summary = json.loads((best.parent / "summary.json").read_text())
     summary["train_wall_s"] = round(wall, 1)
@@ -297,12 +365,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     p.add_argument("--data", type=Path, default=None, help="the shared data folder")
-    p.add_argument("--scenes", default=",".join(DEFAULT_SCENES),
-                   help="scenes of pipelines/benchmark_buildings_all.py")  # fmt: skip
+    p.add_argument(
+        "--scenes",
+        default=",".join(DEFAULT_SCENES),
+        help="scenes of pipelines/benchmark_buildings_all.py",
+    )
     p.add_argument("--image", type=Path, default=None, help="one scene by hand (with --truth)")
     p.add_argument("--truth", type=Path, default=None, help="its building truth")
-    p.add_argument("--scene-opt", dest="scene_opts", action="append", default=[],
-                   help="benchmark option for --image, e.g. --bands=1,2,3")  # fmt: skip
+    p.add_argument(
+        "--scene-opt",
+        dest="scene_opts",
+        action="append",
+        default=[],
+        help="benchmark option for --image, e.g. --bands=1,2,3",
+    )
     p.add_argument("--draws", type=int, default=3, help="labelled-tile draws scored (1-3)")
     p.add_argument("--width", type=float, default=None, help="VGG width (recipe: 1.0)")
     p.add_argument("--crop", type=int, default=None, help="crop edge (recipe: 128)")
@@ -339,8 +415,12 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
                 "--scenes",
             )
     extra = []
-    for flag, key in (("width", "model.width"), ("crop", "data.crop_size"),
-                      ("batch", "data.batch_size"), ("workers", "data.workers")):  # fmt: skip
+    for flag, key in (
+        ("width", "model.width"),
+        ("crop", "data.crop_size"),
+        ("batch", "data.batch_size"),
+        ("workers", "data.workers"),
+    ):
         if getattr(args, flag) is not None:
             extra.append(f"{key}={getattr(args, flag)}")
     if args.compile:
@@ -355,8 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     except argparse.ArgumentError as exc:
         print(f"error: {exc}; see --help", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     for noisy in ("rasterio", "fiona", "pyogrio", "distributed", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
@@ -425,8 +508,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     for path in [args.out / "gpu_check.json", *([args.json] if args.json else [])]:
         bb.write_json(path, report)
-    short = {k: report[k] for k in ("card", "steps_per_s", "crops_per_s", "data_stall",
-                                    "peak_gpu_memory_bytes", "f1", "iou", "wall_s")}  # fmt: skip
+    short = {
+        k: report[k]
+        for k in (
+            "card",
+            "steps_per_s",
+            "crops_per_s",
+            "data_stall",
+            "peak_gpu_memory_bytes",
+            "f1",
+            "iou",
+            "wall_s",
+        )
+    }
     print(json.dumps(short))
     return 0
 

@@ -109,10 +109,15 @@ def write_raster(
     """A real GeoTIFF of ``data`` (C, H, W), with optional descriptions / colour interpretation."""
     count, height, width = data.shape
     opts = dict(
-        driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name,
-        crs=crs, transform=transform or from_origin(500000.0, 4000000.0, 0.5, 0.5),
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=count,
+        dtype=data.dtype.name,
+        crs=crs,
+        transform=transform or from_origin(500000.0, 4000000.0, 0.5, 0.5),
         nodata=nodata,
-    )  # fmt: skip
+    )
     opts.update(profile)
     with rasterio.open(path, "w", **opts) as dst:
         dst.write(data)
@@ -135,7 +140,8 @@ def train_kmeans(inputs, workdir: Path, *tile_args, k: int = 4, tile_size: int =
     store = workdir / "store.zarr"
     r = geoseg("tile", *inputs, "-o", store, "--tile-size", tile_size, "--overlap", 16, *tile_args)
     assert r.code == 0, r.err
-    r = geoseg("train", store, "-o", workdir / "run", "--method", "kmeans",
-               "--set", f"n_clusters={k}")  # fmt: skip
+    r = geoseg(
+        "train", store, "-o", workdir / "run", "--method", "kmeans", "--set", f"n_clusters={k}"
+    )
     assert r.code == 0, r.err
     return workdir / "run" / "best.pt"

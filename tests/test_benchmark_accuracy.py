@@ -96,12 +96,33 @@ def test_cache_merges_rows_in_table_order(bench, tmp_path):
 
 def test_report_names_scenes_where_nothing_is_found(bench, report):
     env = {"commit": "abc1234", "machine": "2 CPU cores, load average 3.0, 2.0, 1.0 at start"}
-    base = {"steps": 0, "train_wall_s": 2.0, "train_cpu_s": 1.0, "eval_wall_s": 1.0, "env": env,
-            "clusters_used": 6, "overrides": ["schedule.steps=7"]}  # fmt: skip
-    foot = {"kind": "footprints", "building_iou": 0.0, "best_cluster_iou": 0.1, "precision": 0.0,
-            "recall": 0.0, "tp": 0, "fp": 0, "fn": 9}  # fmt: skip
-    dense = {"kind": "dense", "hungarian6": 0.5, "many_to_one6": 0.7, "hungarian3": 0.6,
-             "many_to_one3": 0.8, "mapped_accuracy6": 0.65}  # fmt: skip
+    base = {
+        "steps": 0,
+        "train_wall_s": 2.0,
+        "train_cpu_s": 1.0,
+        "eval_wall_s": 1.0,
+        "env": env,
+        "clusters_used": 6,
+        "overrides": ["schedule.steps=7"],
+    }
+    foot = {
+        "kind": "footprints",
+        "building_iou": 0.0,
+        "best_cluster_iou": 0.1,
+        "precision": 0.0,
+        "recall": 0.0,
+        "tp": 0,
+        "fp": 0,
+        "fn": 9,
+    }
+    dense = {
+        "kind": "dense",
+        "hungarian6": 0.5,
+        "many_to_one6": 0.7,
+        "hungarian3": 0.6,
+        "many_to_one3": 0.8,
+        "mapped_accuracy6": 0.65,
+    }
     rows = [
         {**base, **foot, "scene": "atlanta", "method": "kmeans", "f1": 0.0},
         {**base, **foot, "scene": "atlanta", "method": "iic", "f1": 0.0},

@@ -17,10 +17,18 @@ from geoseg.predict.raster import predict
 def _stitched(path, data, *, nodata=255, colormap=True):
     """A tiled GeoTIFF as predict fills it block by block."""
     profile = dict(
-        driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype=data.dtype.name,
-        crs="EPSG:32611", transform=rasterio.transform.from_origin(5e5, 4e6, 0.5, 0.5),
-        nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
-    )  # fmt: skip
+        driver="GTiff",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype=data.dtype.name,
+        crs="EPSG:32611",
+        transform=rasterio.transform.from_origin(5e5, 4e6, 0.5, 0.5),
+        nodata=nodata,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data, 1)
         if colormap:

@@ -19,8 +19,14 @@ SCRIPT = ROOT / "pipelines" / "gpu_check.py"
 
 def _write(path: Path, data: np.ndarray, **extra) -> Path:
     count = 1 if data.ndim == 2 else data.shape[0]
-    profile = dict(driver="GTiff", width=data.shape[-1], height=data.shape[-2], count=count,
-                   dtype=data.dtype.name, **extra)  # fmt: skip
+    profile = dict(
+        driver="GTiff",
+        width=data.shape[-1],
+        height=data.shape[-2],
+        count=count,
+        dtype=data.dtype.name,
+        **extra,
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data if data.ndim == 3 else data[None])
     return path
@@ -41,22 +47,58 @@ def scene(data_dir, tmp_path_factory):
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
 
 
 def test_gpu_check_runs_end_to_end_on_cpu(scene, tmp_path):
     image, truth = scene
     out, report_path = tmp_path / "out", tmp_path / "report.json"
-    done = _run("--budget-min", "0.05", "--device", "cpu", "--image", str(image),
-                "--truth", str(truth), "--width", "0.125", "--crop", "64", "--batch", "4",
-                "--draws", "1", "--out", str(out), "--json", str(report_path))  # fmt: skip
+    done = _run(
+        "--budget-min",
+        "0.05",
+        "--device",
+        "cpu",
+        "--image",
+        str(image),
+        "--truth",
+        str(truth),
+        "--width",
+        "0.125",
+        "--crop",
+        "64",
+        "--batch",
+        "4",
+        "--draws",
+        "1",
+        "--out",
+        str(out),
+        "--json",
+        str(report_path),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(report_path.read_text())
     assert json.loads((out / "gpu_check.json").read_text()) == report
-    for key in ("device", "card", "torch", "budget_min", "recipe", "install", "steps",
-                "steps_per_s", "crops_per_s", "data_stall", "peak_gpu_memory_bytes",
-                "peak_rss_bytes", "f1", "iou", "scenes", "commit", "wall_s"):  # fmt: skip
+    for key in (
+        "device",
+        "card",
+        "torch",
+        "budget_min",
+        "recipe",
+        "install",
+        "steps",
+        "steps_per_s",
+        "crops_per_s",
+        "data_stall",
+        "peak_gpu_memory_bytes",
+        "peak_rss_bytes",
+        "f1",
+        "iou",
+        "scenes",
+        "commit",
+        "wall_s",
+    ):
         assert key in report, key
     assert report["device"] == "cpu" and report["peak_gpu_memory_bytes"] is None
     assert "model.width=1.0" in report["recipe"]  # the GPU recipe, narrowed by --width here
@@ -85,10 +127,12 @@ def test_gpu_check_runs_end_to_end_on_cpu(scene, tmp_path):
 
 
 def test_gpu_check_bad_input_exits_2_with_one_line(tmp_path):
-    for args, needle in ((["--budget-min", "0"], "--budget-min"),
-                         (["--scenes", "atlantis"], "--scenes"),
-                         (["--draws", "5"], "--draws"),
-                         (["--image", str(tmp_path / "none.tif")], "--image")):  # fmt: skip
+    for args, needle in (
+        (["--budget-min", "0"], "--budget-min"),
+        (["--scenes", "atlantis"], "--scenes"),
+        (["--draws", "5"], "--draws"),
+        (["--image", str(tmp_path / "none.tif")], "--image"),
+    ):
         done = _run(*args, "--out", str(tmp_path / "o"), "--data", str(tmp_path))
         assert done.returncode == 2, (args, done.stderr)
         assert needle in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr

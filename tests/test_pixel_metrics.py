@@ -157,11 +157,28 @@ def test_evaluate_reprojects_labels_and_skips_nodata(fixtures, make_raster):
             src.crs, "EPSG:4326", src.width, src.height, *src.bounds
         )
         out = np.zeros((h, w), np.uint8)
-        reproject(lab, out, src_transform=src.transform, src_crs=src.crs, dst_transform=transform,
-                  dst_crs="EPSG:4326", resampling=0)  # fmt: skip
+        reproject(
+            lab,
+            out,
+            src_transform=src.transform,
+            src_crs=src.crs,
+            dst_transform=transform,
+            dst_crs="EPSG:4326",
+            resampling=0,
+        )
     warped = label_4326.with_name("lab_4326.tif")
-    with rasterio.open(warped, "w", driver="GTiff", width=w, height=h, count=1, dtype="uint8",
-                  crs="EPSG:4326", transform=transform, nodata=0) as dst:  # fmt: skip
+    with rasterio.open(
+        warped,
+        "w",
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:4326",
+        transform=transform,
+        nodata=0,
+    ) as dst:
         dst.write(out, 1)
     r = evaluate(pred_tif, warped, method="identity")
     assert r["hungarian_accuracy"] > 0.9
@@ -179,8 +196,17 @@ def test_evaluate_vector_labels(fixtures, tmp_path):
     gpd.GeoDataFrame(geometry=buildings, crs=crs).to_crs("EPSG:4326").to_file(path)
     pred = np.where(lab == 1, 1, 2).astype(np.uint8)  # 1 building, 2 anything else
     pred_tif = tmp_path / "pred.tif"
-    with rasterio.open(pred_tif, "w", driver="GTiff", width=lab.shape[1], height=lab.shape[0],
-                       count=1, dtype="uint8", crs=crs, transform=transform) as dst:  # fmt: skip
+    with rasterio.open(
+        pred_tif,
+        "w",
+        driver="GTiff",
+        width=lab.shape[1],
+        height=lab.shape[0],
+        count=1,
+        dtype="uint8",
+        crs=crs,
+        transform=transform,
+    ) as dst:
         dst.write(pred, 1)
     r = evaluate(pred_tif, path, method="identity", fill=2, names={2: "other"})
     assert r["building_iou"] > 0.95  # reprojection to 4326 and back moves a few edge vertices

@@ -115,9 +115,15 @@ def _blend(x, tile, overlap, block, segment, k, valid=None):
     for b in plan_blocks(h, w, tile=tile, overlap=overlap, block=block):
         rs, cs = slice(*b.read_rows), slice(*b.read_cols)
         out[:, slice(*b.rows), slice(*b.cols)] = blend_block(
-            b, x[:, rs, cs], segment, tile=tile, overlap=overlap, batch_size=5, n_classes=k,
+            b,
+            x[:, rs, cs],
+            segment,
+            tile=tile,
+            overlap=overlap,
+            batch_size=5,
+            n_classes=k,
             valid=None if valid is None else valid[rs, cs],
-        )  # fmt: skip
+        )
     return out
 
 
@@ -148,9 +154,17 @@ def test_blending_does_not_depend_on_the_block_size(g, block, seed):
 
 def _write_classes(path, a, nodata=255):
     with rasterio.open(
-        path, "w", driver="GTiff", width=a.shape[1], height=a.shape[0], count=1, dtype="uint8",
-        crs="EPSG:32611", transform=from_origin(500000, 4000000, 0.5, 0.5), nodata=nodata,
-    ) as dst:  # fmt: skip
+        path,
+        "w",
+        driver="GTiff",
+        width=a.shape[1],
+        height=a.shape[0],
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32611",
+        transform=from_origin(500000, 4000000, 0.5, 0.5),
+        nodata=nodata,
+    ) as dst:
         dst.write(a[None])
     return path
 
@@ -163,8 +177,11 @@ def _reference_area_by_class(a, nodata=255):
     return out
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-          HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(
     st.integers(3, 40),
     st.integers(3, 40),
@@ -187,8 +204,13 @@ def test_vectorize_by_blocks_equals_the_whole_raster(tmp_path, h, w, block, seed
     for cls, area in ref.items():
         got = parts[parts.cluster == cls].area.sum()
         assert got == pytest.approx(area, rel=1e-9)
-    key = lambda g: sorted((int(c), round(x.area, 6), round(x.length, 6))  # noqa: E731
-                           for c, x in zip(g.cluster, g.geometry, strict=True))  # fmt: skip
+
+    def key(g):
+        return sorted(
+            (int(c), round(x.area, 6), round(x.length, 6))
+            for c, x in zip(g.cluster, g.geometry, strict=True)
+        )
+
     assert key(parts) == key(whole)
 
 
@@ -236,8 +258,10 @@ def test_score_does_not_depend_on_where_the_scene_is(pred, truth, dx, dy):
     a, ia = match_greedy(pred, conf, truth, iou_threshold=0.5)
     move = np.vectorize(lambda g: aff.translate(g, dx, dy), otypes=[object])
     b, ib = match_greedy(
-        move(pred) if len(pred) else pred, conf, move(truth) if len(truth) else truth,
+        move(pred) if len(pred) else pred,
+        conf,
+        move(truth) if len(truth) else truth,
         iou_threshold=0.5,
-    )  # fmt: skip
+    )
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(ia, ib, atol=1e-12)

@@ -49,8 +49,11 @@ def test_qgis_opens_styles_and_renders_geoseg_outputs(qgis_python, products, tmp
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     run = subprocess.run(
         [qgis_python, str(PROBE), str(cog), str(gpkg), str(png)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     raster, vector = report["raster"], report["vector"]

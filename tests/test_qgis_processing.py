@@ -38,20 +38,26 @@ def crop(tmp_path_factory):
     with rasterio.open(image) as src:
         window = Window(150, 250, 128, 128)
         profile = src.profile | {
-            "width": 128, "height": 128, "transform": src.window_transform(window)
-        }  # fmt: skip
+            "width": 128,
+            "height": 128,
+            "transform": src.window_transform(window),
+        }
         with rasterio.open(crop, "w", **profile) as dst:
             dst.write(src.read(window=window))
     return root, crop, labels
 
 
 def _run(qgis_python, root, crop, labels, *model) -> dict:
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen",
-               GEOSEG_COMMAND=f"{sys.executable} -m geoseg")  # fmt: skip
+    env = dict(
+        os.environ, QT_QPA_PLATFORM="offscreen", GEOSEG_COMMAND=f"{sys.executable} -m geoseg"
+    )
     run = subprocess.run(
         [qgis_python, str(SCRIPT), str(PLUGIN), str(crop), str(root), str(labels), *model],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 

@@ -51,16 +51,32 @@ def outputs(tmp_path_factory):
     with rasterio.open(image) as src:
         window = Window(100, 200, 128, 160)
         profile = src.profile | {
-            "width": 128, "height": 160, "transform": src.window_transform(window)
-        }  # fmt: skip
+            "width": 128,
+            "height": 160,
+            "transform": src.window_transform(window),
+        }
         with rasterio.open(crop, "w", **profile) as dst:
             dst.write(src.read(window=window))
     store = tile([crop], root / "tiles.zarr", bands="red,green,blue,nir1", tile_size=64, overlap=0)
     ckpt = train(store, root / "run", method="kmeans", overrides=["n_clusters=5"], device="cpu")
     out = root / "out"
     with pytest.raises(SystemExit) as exit_:
-        main(["-q", "predict", str(crop), "-m", str(ckpt), "-o", str(out), "--device", "cpu",
-              "--class", "building=0,1", "--qgis-project"])  # fmt: skip
+        main(
+            [
+                "-q",
+                "predict",
+                str(crop),
+                "-m",
+                str(ckpt),
+                "-o",
+                str(out),
+                "--device",
+                "cpu",
+                "--class",
+                "building=0,1",
+                "--qgis-project",
+            ]
+        )
     assert exit_.value.code == 0
     written = {
         "clusters": out / "crop_clusters.tif",
@@ -68,8 +84,20 @@ def outputs(tmp_path_factory):
         "building:vector": out / "crop_buildings.gpkg",
     }
     with pytest.raises(SystemExit) as exit_:
-        main(["-q", "score", str(written["building:vector"]), str(labels), "--min-area", "1",
-              "--truth-filter", "label=1", "--layers", str(out / "score_layers.gpkg")])  # fmt: skip
+        main(
+            [
+                "-q",
+                "score",
+                str(written["building:vector"]),
+                str(labels),
+                "--min-area",
+                "1",
+                "--truth-filter",
+                "label=1",
+                "--layers",
+                str(out / "score_layers.gpkg"),
+            ]
+        )
     assert exit_.value.code == 0
     # the demo's project: the same, plus the score layers
     write_prediction_project(written, crop, score_layers=out / "score_layers.gpkg", overwrite=True)
@@ -111,8 +139,10 @@ def test_score_layers_are_2d_styled_and_geopackage_1_3(outputs):
         styles = dict(db.execute("SELECT f_table_name, styleQML FROM layer_styles").fetchall())
     assert version == 10300
     assert columns == {"tp": 0, "fp": 0, "fn": 0}  # the truth file is 3D; the layers are not
-    strokes = {name: re.search(r'name="outline_color" value="([^"]+)"', qml).group(1)
-               for name, qml in styles.items()}  # fmt: skip
+    strokes = {
+        name: re.search(r'name="outline_color" value="([^"]+)"', qml).group(1)
+        for name, qml in styles.items()
+    }
     assert len(set(strokes.values())) == 3
 
 
@@ -136,16 +166,24 @@ def test_qgis_opens_the_project_styled_and_the_buildings_leave_the_image_visible
     root, crop, written = outputs
     run = subprocess.run(
         [qgis_python, str(SCRIPT), str(root / "out" / "crop.qgz"), str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=dict(os.environ, QT_QPA_PLATFORM="offscreen"),
-    )  # fmt: skip
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["read"] and all(report["rendered"])
     layers = {layer["name"]: layer for layer in report["layers"]}
     assert [layer["name"] for layer in report["layers"]] == [
-        "score tp", "score fp", "score fn", "building polygons", "building", "clusters", "image",
-    ]  # fmt: skip
+        "score tp",
+        "score fp",
+        "score fn",
+        "building polygons",
+        "building",
+        "clusters",
+        "image",
+    ]
     assert all(layer["valid"] for layer in report["layers"])
     strokes = [layers[f"score {n}"]["stroke"] for n in ("tp", "fp", "fn")]
     assert len(set(strokes)) == 3

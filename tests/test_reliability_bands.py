@@ -197,7 +197,15 @@ def test_map_applies_the_same_band_contract(rgbn_model, tmp_path):
     Today: bands 1..4 of the uint16 file are read (count only), exit 0 or a late error.
     """
     labels = REPO / "geoseg" / "data" / "vegas_img2144" / "labels.geojson"
-    r = geoseg("map", rgbn_model, "--labels", labels, "--image",
-               CROPS / "shanghai_mul8_uint16.tif", "-o", tmp_path / "mapped.pt")  # fmt: skip
+    r = geoseg(
+        "map",
+        rgbn_model,
+        "--labels",
+        labels,
+        "--image",
+        CROPS / "shanghai_mul8_uint16.tif",
+        "-o",
+        tmp_path / "mapped.pt",
+    )
     assert_refused(r, "uint16", "uint8")
     assert not (tmp_path / "mapped.pt").exists()

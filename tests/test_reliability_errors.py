@@ -98,8 +98,9 @@ def test_invalid_geometry_is_a_user_error_naming_the_file(fixtures, tmp_path):
         '"geometry":{"type":"Polygon","coordinates":[[[500001,3999990],[500010,3999990],'
         "[500011,3999980]]]}}]}"
     )
-    r = geoseg("tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr", "--tile-size", 64,
-               "--labels", bad)  # fmt: skip
+    r = geoseg(
+        "tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr", "--tile-size", 64, "--labels", bad
+    )
     assert_refused(r, "bad_ring.geojson")
     assert not (tmp_path / "s.zarr").exists()
 
@@ -112,8 +113,9 @@ def full_disk(tmp_path):
     """A 1 MiB tmpfs mounted for the test (needs root; skipped elsewhere), almost filled."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                          capture_output=True)  # fmt: skip
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
+    )
     if done.returncode:
         pytest.skip("cannot mount a tmpfs here (not root)")
     try:
@@ -157,8 +159,9 @@ def test_a_read_only_output_folder_is_named(fixtures, tmp_path):
     Today: "OSError: [Errno 30] Read-only file system ...", exit 1."""
     mnt = tmp_path / "ro"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)],
-                          capture_output=True)  # fmt: skip
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True
+    )
     if done.returncode:
         pytest.skip("cannot mount a tmpfs here (not root)")
     try:
@@ -186,8 +189,19 @@ def test_a_second_tile_writer_meets_the_lock(big_scene, tmp_path):
     half-written chunks.
     """
     store = tmp_path / "s.zarr"
-    args = ("-q", "tile", big_scene, "-o", store, "--tile-size", 32, "--overlap", 0,
-            "--scheduler", "sync")  # fmt: skip
+    args = (
+        "-q",
+        "tile",
+        big_scene,
+        "-o",
+        store,
+        "--tile-size",
+        32,
+        "--overlap",
+        0,
+        "--scheduler",
+        "sync",
+    )
     first = spawn(*args)
     try:
         assert wait_for(lambda: (tmp_path / ".s.zarr.partial" / "zarr.json").exists(), 60)

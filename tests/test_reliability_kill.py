@@ -86,11 +86,20 @@ def test_predict_killed_then_rerun_equals_an_uninterrupted_run(scene, model, tmp
 
 
 TINY = (
-    "n_clusters=4", "n_over_clusters=0", "data.crop_size=32", "data.batch_size=2",
-    "data.quicklook_tiles=1", "model.width=0.125", "loss.displacement=1",
-    "schedule.eval_batches=1", "schedule.log_every=1", "schedule.steps_per_epoch=100",
-    "schedule.steps=8", "schedule.eval_every=4", "schedule.checkpoint_every=2",
-)  # fmt: skip
+    "n_clusters=4",
+    "n_over_clusters=0",
+    "data.crop_size=32",
+    "data.batch_size=2",
+    "data.quicklook_tiles=1",
+    "model.width=0.125",
+    "loss.displacement=1",
+    "schedule.eval_batches=1",
+    "schedule.log_every=1",
+    "schedule.steps_per_epoch=100",
+    "schedule.steps=8",
+    "schedule.eval_every=4",
+    "schedule.checkpoint_every=2",
+)
 
 
 @pytest.fixture(scope="module")

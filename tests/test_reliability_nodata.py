@@ -18,10 +18,17 @@ from scipy import ndimage
 
 #: a tiny, fast IIC run (as tests/test_train.py)
 TINY = (
-    "n_clusters=4", "n_over_clusters=0", "data.crop_size=48", "data.batch_size=2",
-    "data.quicklook_tiles=1", "model.width=0.125", "loss.displacement=1",
-    "schedule.eval_batches=1", "schedule.log_every=1", "schedule.steps_per_epoch=100",
-)  # fmt: skip
+    "n_clusters=4",
+    "n_over_clusters=0",
+    "data.crop_size=48",
+    "data.batch_size=2",
+    "data.quicklook_tiles=1",
+    "model.width=0.125",
+    "loss.displacement=1",
+    "schedule.eval_batches=1",
+    "schedule.log_every=1",
+    "schedule.steps_per_epoch=100",
+)
 
 
 def _nan_pixels(shape, n=40, seed=0):
@@ -59,8 +66,17 @@ def test_nan_in_one_band_never_reaches_a_batch_or_the_loss(reflectance, tmp_path
     assert not np.isnan(image[np.broadcast_to(valid[:, None], image.shape)]).any()
     assert all(np.isfinite(s.stats[k]).all() for k in ("mean", "std", "p2", "p98"))
     run = tmp_path / "run"
-    r = geoseg("train", store, "-o", run, *[a for kv in TINY for a in ("--set", kv)],
-               "--set", "schedule.steps=6", "--set", "schedule.eval_every=3")  # fmt: skip
+    r = geoseg(
+        "train",
+        store,
+        "-o",
+        run,
+        *[a for kv in TINY for a in ("--set", kv)],
+        "--set",
+        "schedule.steps=6",
+        "--set",
+        "schedule.eval_every=3",
+    )
     assert r.code == 0, r.err
     assert (run / "best.pt").is_file()
     with (run / "metrics.csv").open() as f:
@@ -100,17 +116,30 @@ def test_non_finite_loss_stops_training_with_exit_1_and_keeps_good_checkpoints(f
     assert geoseg("tile", fixtures["rgbn"], "-o", store, "--tile-size", 64).code == 0
     run = tmp_path / "run"
     r = geoseg(
-        "train", store, "-o", run, *[a for kv in TINY for a in ("--set", kv)],
-        "--set", "schedule.steps=20", "--set", "optim.lr=1e30",
-        "--set", "schedule.checkpoint_every=1", "--set", "schedule.eval_every=1",
-    )  # fmt: skip
+        "train",
+        store,
+        "-o",
+        run,
+        *[a for kv in TINY for a in ("--set", kv)],
+        "--set",
+        "schedule.steps=20",
+        "--set",
+        "optim.lr=1e30",
+        "--set",
+        "schedule.checkpoint_every=1",
+        "--set",
+        "schedule.eval_every=1",
+    )
     assert_refused(r, "non-finite", code=1)
     assert r.out.strip() == ""
     for name in ("best.pt", "last.pt"):
         if (run / name).exists():
             ckpt = torch.load(run / name, weights_only=True)
-            assert all(torch.isfinite(v).all() for v in ckpt["model_state"].values()
-                       if v.is_floating_point())  # fmt: skip
+            assert all(
+                torch.isfinite(v).all()
+                for v in ckpt["model_state"].values()
+                if v.is_floating_point()
+            )
 
 
 def test_constant_float_band_and_inf_are_handled(tmp_path):

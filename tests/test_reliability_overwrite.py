@@ -56,10 +56,25 @@ def test_train_output_inside_the_store_is_refused(store):
 def test_failed_retrain_keeps_the_previous_run(store, run):
     """Today: --overwrite removes the old run first; a failing retrain leaves nothing."""
     before = _digest(run)
-    r = geoseg("train", store, "-o", run, "--overwrite", "--set", "model.width=0.125",
-               "--set", "data.crop_size=48", "--set", "schedule.steps=20",
-               "--set", "optim.lr=1e30", "--set", "schedule.eval_every=1",
-               "--set", "schedule.eval_batches=1")  # fmt: skip
+    r = geoseg(
+        "train",
+        store,
+        "-o",
+        run,
+        "--overwrite",
+        "--set",
+        "model.width=0.125",
+        "--set",
+        "data.crop_size=48",
+        "--set",
+        "schedule.steps=20",
+        "--set",
+        "optim.lr=1e30",
+        "--set",
+        "schedule.eval_every=1",
+        "--set",
+        "schedule.eval_batches=1",
+    )
     assert r.code == 1, r.err
     assert _digest(run) == before
     assert [p.name for p in run.parent.iterdir() if p.name.startswith(".")] == []
@@ -70,8 +85,9 @@ def test_successful_retrain_replaces_the_run_as_a_whole(store, run):
     stale = run / "quicklook" / "epoch_999.png"
     stale.parent.mkdir(exist_ok=True)
     stale.write_bytes(b"old")
-    r = geoseg("train", store, "-o", run, "--method", "kmeans", "--set", "n_clusters=5",
-               "--overwrite")  # fmt: skip
+    r = geoseg(
+        "train", store, "-o", run, "--method", "kmeans", "--set", "n_clusters=5", "--overwrite"
+    )
     assert r.code == 0, r.err
     assert not stale.exists()
     assert (run / "best.pt").is_file()

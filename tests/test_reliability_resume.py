@@ -14,8 +14,9 @@ from reliability_util import assert_refused, geoseg, read, spawn, wait_for, writ
 
 def _interrupted_tile(scene, store):
     """Start `geoseg tile` in a real process and SIGKILL it after its first written batch."""
-    proc = spawn("-q", "tile", scene, "-o", store, "--tile-size", 32, "--overlap", 0,
-                 "--scheduler", "sync")  # fmt: skip
+    proc = spawn(
+        "-q", "tile", scene, "-o", store, "--tile-size", 32, "--overlap", 0, "--scheduler", "sync"
+    )
     partial = store.with_name(f".{store.name}.partial")
     ok = wait_for(lambda: (partial / "done" / "c").exists() or proc.poll() is not None, 60)
     proc.send_signal(signal.SIGKILL)
@@ -80,8 +81,13 @@ def test_train_resume_on_a_changed_store_is_refused(fixtures, tmp_path):
     """The store re-tiled from other pixels under the same path: --resume would mix them."""
     store, run = tmp_path / "s.zarr", tmp_path / "run"
     assert geoseg("tile", fixtures["rgbn"], "-o", store, "--tile-size", 64).code == 0
-    keys = ("model.width=0.125", "data.crop_size=32", "schedule.steps=2",
-            "schedule.eval_batches=1", "n_over_clusters=0")  # fmt: skip
+    keys = (
+        "model.width=0.125",
+        "data.crop_size=32",
+        "schedule.steps=2",
+        "schedule.eval_batches=1",
+        "n_over_clusters=0",
+    )
     sets = [a for kv in keys for a in ("--set", kv)]
     assert geoseg("train", store, "-o", run, *sets).code == 0
     other = write_raster(tmp_path / "other.tif", (read(fixtures["rgbn"]) // 2).astype(np.uint8))

@@ -38,8 +38,7 @@ def _hidden(folder):
 
 
 def _predict_until_partial(scene, model, out):
-    proc = spawn("-q", "predict", scene, "-m", model, "-o", out, "--block-size", 256,
-                 "--overwrite")  # fmt: skip
+    proc = spawn("-q", "predict", scene, "-m", model, "-o", out, "--block-size", 256, "--overwrite")
     appeared = wait_for(lambda: bool(_hidden(out)) or proc.poll() is not None, 120)
     if not appeared or proc.poll() is not None:
         proc.kill()
@@ -83,8 +82,19 @@ def test_ctrl_c_in_tile_exits_130_and_keeps_a_resumable_store(scene_and_model, t
     """tile's partial store is its resume point: kept on Ctrl-C, finished by the rerun."""
     scene, _ = scene_and_model
     store = tmp_path / "s.zarr"
-    args = ("-q", "tile", scene, "-o", store, "--tile-size", 64, "--overlap", 0,
-            "--scheduler", "sync")  # fmt: skip
+    args = (
+        "-q",
+        "tile",
+        scene,
+        "-o",
+        store,
+        "--tile-size",
+        64,
+        "--overlap",
+        0,
+        "--scheduler",
+        "sync",
+    )
     proc = spawn(*args)
     # the one-pass writer fills the store in a few large batches: interrupt it as soon as the
     # partial store exists, whatever it holds yet; the rerun resumes from there

@@ -49,8 +49,10 @@ def folder(tmp_path_factory):
     with rasterio.open(image) as src:
         window = Window(100, 200, 128, 160)
         profile = src.profile | {
-            "width": 128, "height": 160, "transform": src.window_transform(window)
-        }  # fmt: skip
+            "width": 128,
+            "height": 160,
+            "transform": src.window_transform(window),
+        }
         with rasterio.open(crop, "w", **profile) as dst:
             dst.write(src.read(window=window))
     store = tile([crop], root / "tiles.zarr", bands="red,green,blue,nir1", tile_size=64, overlap=0)
@@ -115,10 +117,20 @@ def test_report_renders_in_headless_chromium(folder, tmp_path, capsys):
     assert geoseg(capsys, "report", root, "-o", page)[0] == 0
     shot = tmp_path / "shot.png"
     run = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1200,1600",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists(), run.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
     not_white = (pixels < 240).any(axis=1).mean()

@@ -73,9 +73,17 @@ def cluster_cog(path: Path, n: int) -> Path:
     data = (np.arange(64, dtype=np.uint8).reshape(8, 8) % n).astype(np.uint8)
     data[0, 0] = 255
     with rasterio.open(
-        path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8", nodata=255,
-        crs="EPSG:32611", transform=from_origin(500_000, 4_000_000, 0.5, 0.5),
-    ) as dst:  # fmt: skip
+        path,
+        "w",
+        driver="GTiff",
+        width=8,
+        height=8,
+        count=1,
+        dtype="uint8",
+        nodata=255,
+        crs="EPSG:32611",
+        transform=from_origin(500_000, 4_000_000, 0.5, 0.5),
+    ) as dst:
         dst.write(data, 1)
         dst.write_colormap(1, colour_table(n))
     return path
@@ -160,8 +168,11 @@ def test_styles_load_in_qgis(tmp_path):
     env = os.environ | {"QT_QPA_PLATFORM": "offscreen"}
     res = subprocess.run(
         [SYSTEM_PYTHON, "-c", QGIS_PROBE, str(tif), str(single), str(several)],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout.strip().splitlines()[-1])
     ok, message, kind, colours, transparent = report["raster"]

@@ -210,10 +210,29 @@ def test_torchrun_two_processes_train_one_run(store, tmp_path):
     import sys
 
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29561", "-m", "geoseg", "-q", "train", str(store), "-o", str(run),
-           "--device", "cpu", "--set", "schedule.steps=3", "--set", "schedule.eval_every=2",
-           *[a for o in TINY for a in ("--set", o)]]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29561",
+        "-m",
+        "geoseg",
+        "-q",
+        "train",
+        str(store),
+        "-o",
+        str(run),
+        "--device",
+        "cpu",
+        "--set",
+        "schedule.steps=3",
+        "--set",
+        "schedule.eval_every=2",
+        *[a for o in TINY for a in ("--set", o)],
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -43,9 +43,22 @@ class Arg:
     passes nothing.
     """
 
-    def __init__(self, name, kind, label, flag=None, *, default=None, optional=False,
-                 options=(), ext="", file_filter="", minimum=None, repeat=False,
-                 help=""):  # fmt: skip
+    def __init__(
+        self,
+        name,
+        kind,
+        label,
+        flag=None,
+        *,
+        default=None,
+        optional=False,
+        options=(),
+        ext="",
+        file_filter="",
+        minimum=None,
+        repeat=False,
+        help="",
+    ):
         self.name, self.kind, self.label, self.flag = name, kind, label, flag
         self.default, self.optional, self.options = default, optional, list(options)
         self.ext, self.file_filter, self.minimum = ext, file_filter, minimum
@@ -57,14 +70,20 @@ class Arg:
         if kind == "raster":
             param = QgsProcessingParameterRasterLayer(name, label, optional=opt)
         elif kind in ("file", "folder"):
-            behavior = (QgsProcessingParameterFile.Folder if kind == "folder"
-                        else QgsProcessingParameterFile.File)  # fmt: skip
+            behavior = (
+                QgsProcessingParameterFile.Folder
+                if kind == "folder"
+                else QgsProcessingParameterFile.File
+            )
             param = QgsProcessingParameterFile(name, label, behavior, self.ext, optional=opt)
         elif kind == "string":
             param = QgsProcessingParameterString(name, label, self.default, optional=opt)
         elif kind in ("int", "float"):
-            number = (QgsProcessingParameterNumber.Integer if kind == "int"
-                      else QgsProcessingParameterNumber.Double)  # fmt: skip
+            number = (
+                QgsProcessingParameterNumber.Integer
+                if kind == "int"
+                else QgsProcessingParameterNumber.Double
+            )
             param = QgsProcessingParameterNumber(name, label, number, self.default, opt)
             if self.minimum is not None:
                 param.setMinimum(self.minimum)
@@ -121,100 +140,240 @@ class Arg:
 OVERWRITE = Arg("OVERWRITE", "bool", "Replace existing outputs", "--overwrite", default=True)
 DEVICE = Arg("DEVICE", "enum", "Torch device", "--device", options=DEVICES)
 POLYGONS = [
-    Arg("MIN_AREA", "float", "Drop polygons smaller than (m²)", "--min-area", default=0.0,
-        minimum=0.0),
-    Arg("SIMPLIFY", "float", "Simplification tolerance (m)", "--simplify", default=0.0,
-        minimum=0.0),
+    Arg(
+        "MIN_AREA",
+        "float",
+        "Drop polygons smaller than (m²)",
+        "--min-area",
+        default=0.0,
+        minimum=0.0,
+    ),
+    Arg(
+        "SIMPLIFY", "float", "Simplification tolerance (m)", "--simplify", default=0.0, minimum=0.0
+    ),
     Arg("FILL_HOLES", "bool", "Fill holes in the polygons", "--fill-holes", default=False),
     Arg("REGULARIZE", "bool", "Square off footprints", "--regularize", default=False),
-]  # fmt: skip
+]
 GPKG = "GeoPackage (*.gpkg);;GeoJSON (*.geojson);;FlatGeobuf (*.fgb)"
 
 #: algorithm name → (display name, CLI command, arguments, one-line help)
 SPECS = {
-    "tile": ("Tile rasters into a store", "tile", [
-        Arg("INPUT", "raster", "Input raster"),
-        Arg("OUTPUT", "folder_out", "Tile store (.zarr folder)", "-o"),
-        Arg("BANDS", "string", "Bands, comma separated (e.g. red,green,blue,nir)", "--bands",
-            optional=True),
-        Arg("TILE_SIZE", "int", "Tile size (px)", "--tile-size", optional=True, minimum=16),
-        Arg("OVERLAP", "int", "Overlap (px)", "--overlap", optional=True, minimum=0),
-        Arg("LABELS", "file", "Labels (vector file or label raster)", "--labels",
-            optional=True),
-        Arg("MIN_VALID", "float", "Minimum valid fraction of a tile", "--min-valid",
-            default=0.0, minimum=0.0),
-        OVERWRITE,
-    ], "Cut a raster into overlapping tiles of a Zarr store with per-band statistics."),
-    "train": ("Train a model", "train", [
-        Arg("STORE", "folder", "Tile store (from 'Tile rasters')"),
-        Arg("OUTPUT", "folder_out", "Run folder", "-o"),
-        Arg("CONFIG", "file", "Training config (YAML)", "-c", optional=True, ext="yaml"),
-        Arg("METHOD", "enum", "Method", "--method",
-            options=["(default)", "iic", "ac", "kmeans", "kanezaki"]),
-        Arg("SET", "string", "Config overrides KEY=VALUE, separated by ';'", "--set",
-            optional=True, repeat=True),
-        Arg("RESUME", "bool", "Resume the run from its last.pt", "--resume", default=False),
-        DEVICE, OVERWRITE,
-    ], "Train IIC / AC or fit k-means / Kanezaki on a tile store; writes best.pt."),
-    "map": ("Name clusters from labels", "map", [
-        Arg("CHECKPOINT", "file", "Checkpoint (best.pt)", ext="pt"),
-        Arg("LABELS", "file", "Label polygons or label raster", "--labels", optional=True),
-        Arg("IMAGE", "raster", "Raster the labels annotate", "--image", optional=True),
-        Arg("STORE", "folder", "Labelled tile store (instead of labels + image)", "--store",
-            optional=True),
-        Arg("MAX_TILES", "int", "Label budget (tiles)", "--max-tiles", default=50, minimum=1),
-        Arg("METHOD", "enum", "Mapping", "--method", options=["majority", "hungarian"]),
-        Arg("NAMES", "string", "Class names, e.g. 1=building,2=road", "--names", optional=True),
-        Arg("COLUMN", "string", "Class column of vector labels", "--column", optional=True),
-        Arg("OUTPUT", "file_out", "Mapped checkpoint (default: update in place)", "-o",
-            optional=True, file_filter="Checkpoint (*.pt)"),
-        DEVICE, OVERWRITE,
-    ], "Learn which clusters are which class from a few labelled tiles; stored in the model."),
-    "predict": ("Predict a raster", "predict", [
-        Arg("RASTER", "raster", "Input raster"),
-        Arg("MODEL", "file", "Checkpoint (best.pt) or run folder", "-m", ext="pt"),
-        Arg("OUTPUT", "folder_out", "Output folder", "-o"),
-        Arg("TILE_SIZE", "int", "Tile size (px; default: the training crop)", "--tile-size",
-            optional=True, minimum=16),
-        Arg("OVERLAP", "int", "Overlap (px; default: tile size / 8)", "--overlap",
-            optional=True, minimum=0),
-        Arg("BATCH_SIZE", "int", "Tiles per batch", "--batch-size", default=8, minimum=1),
-        DEVICE,
-        Arg("TTA", "bool", "Test-time augmentation (8x slower)", "--tta", default=False),
-        Arg("PROBABILITIES", "bool", "Also write probabilities", "--probabilities",
-            default=False),
-        Arg("CLASS", "string", "Classes NAME=ID,ID separated by ';' (e.g. building=3,17)",
-            "--class", optional=True, repeat=True),
-        *POLYGONS,
-        Arg("QGIS_PROJECT", "bool", "Also write a QGIS project (.qgz) of the outputs",
-            "--qgis-project", default=False),
-        OVERWRITE,
-    ], "Segment a raster with a trained model: cluster COG, class COGs and polygons."),
-    "vectorize": ("Vectorize a class raster", "vectorize", [
-        Arg("RASTER", "raster", "Class or cluster raster"),
-        Arg("OUTPUT", "file_out", "Polygons", "-o", file_filter=GPKG),
-        Arg("CLASS", "string", "Classes NAME=VALUE separated by ';' (default: every value)",
-            "--class", optional=True, repeat=True),
-        Arg("PROBABILITIES", "file", "Probability raster (polygon score)", "--probabilities",
-            optional=True),
-        *POLYGONS, OVERWRITE,
-    ], "Polygonise a class raster into GIS polygons, merged across block borders."),
-    "score": ("Score building polygons", "score", [
-        Arg("PRED", "file", "Predicted polygons (vector file or SpaceNet CSV)"),
-        Arg("TRUTH", "file", "True footprints (vector file or SpaceNet CSV)"),
-        Arg("IOU", "float", "IoU threshold (a match needs more)", "--iou", default=0.5,
-            minimum=0.0),
-        Arg("MIN_AREA", "string", "Minimum area (e.g. 20px or 20m2)", "--min-area",
-            optional=True),
-        Arg("PRED_FILTER", "string", "Only proposals where COLUMN=VALUE", "--pred-filter",
-            optional=True),
-        Arg("TRUTH_FILTER", "string", "Only footprints where COLUMN=VALUE", "--truth-filter",
-            optional=True),
-        Arg("LAYERS", "file_out", "Error layers (tp, fp, fn)", "--layers", optional=True,
-            file_filter="GeoPackage (*.gpkg)"),
-        OVERWRITE,
-    ], "SpaceNet precision, recall and F1 of building polygons against footprints."),
-}  # fmt: skip
+    "tile": (
+        "Tile rasters into a store",
+        "tile",
+        [
+            Arg("INPUT", "raster", "Input raster"),
+            Arg("OUTPUT", "folder_out", "Tile store (.zarr folder)", "-o"),
+            Arg(
+                "BANDS",
+                "string",
+                "Bands, comma separated (e.g. red,green,blue,nir)",
+                "--bands",
+                optional=True,
+            ),
+            Arg("TILE_SIZE", "int", "Tile size (px)", "--tile-size", optional=True, minimum=16),
+            Arg("OVERLAP", "int", "Overlap (px)", "--overlap", optional=True, minimum=0),
+            Arg(
+                "LABELS", "file", "Labels (vector file or label raster)", "--labels", optional=True
+            ),
+            Arg(
+                "MIN_VALID",
+                "float",
+                "Minimum valid fraction of a tile",
+                "--min-valid",
+                default=0.0,
+                minimum=0.0,
+            ),
+            OVERWRITE,
+        ],
+        "Cut a raster into overlapping tiles of a Zarr store with per-band statistics.",
+    ),
+    "train": (
+        "Train a model",
+        "train",
+        [
+            Arg("STORE", "folder", "Tile store (from 'Tile rasters')"),
+            Arg("OUTPUT", "folder_out", "Run folder", "-o"),
+            Arg("CONFIG", "file", "Training config (YAML)", "-c", optional=True, ext="yaml"),
+            Arg(
+                "METHOD",
+                "enum",
+                "Method",
+                "--method",
+                options=["(default)", "iic", "ac", "kmeans", "kanezaki"],
+            ),
+            Arg(
+                "SET",
+                "string",
+                "Config overrides KEY=VALUE, separated by ';'",
+                "--set",
+                optional=True,
+                repeat=True,
+            ),
+            Arg("RESUME", "bool", "Resume the run from its last.pt", "--resume", default=False),
+            DEVICE,
+            OVERWRITE,
+        ],
+        "Train IIC / AC or fit k-means / Kanezaki on a tile store; writes best.pt.",
+    ),
+    "map": (
+        "Name clusters from labels",
+        "map",
+        [
+            Arg("CHECKPOINT", "file", "Checkpoint (best.pt)", ext="pt"),
+            Arg("LABELS", "file", "Label polygons or label raster", "--labels", optional=True),
+            Arg("IMAGE", "raster", "Raster the labels annotate", "--image", optional=True),
+            Arg(
+                "STORE",
+                "folder",
+                "Labelled tile store (instead of labels + image)",
+                "--store",
+                optional=True,
+            ),
+            Arg("MAX_TILES", "int", "Label budget (tiles)", "--max-tiles", default=50, minimum=1),
+            Arg("METHOD", "enum", "Mapping", "--method", options=["majority", "hungarian"]),
+            Arg("NAMES", "string", "Class names, e.g. 1=building,2=road", "--names", optional=True),
+            Arg("COLUMN", "string", "Class column of vector labels", "--column", optional=True),
+            Arg(
+                "OUTPUT",
+                "file_out",
+                "Mapped checkpoint (default: update in place)",
+                "-o",
+                optional=True,
+                file_filter="Checkpoint (*.pt)",
+            ),
+            DEVICE,
+            OVERWRITE,
+        ],
+        "Learn which clusters are which class from a few labelled tiles; stored in the model.",
+    ),
+    "predict": (
+        "Predict a raster",
+        "predict",
+        [
+            Arg("RASTER", "raster", "Input raster"),
+            Arg("MODEL", "file", "Checkpoint (best.pt) or run folder", "-m", ext="pt"),
+            Arg("OUTPUT", "folder_out", "Output folder", "-o"),
+            Arg(
+                "TILE_SIZE",
+                "int",
+                "Tile size (px; default: the training crop)",
+                "--tile-size",
+                optional=True,
+                minimum=16,
+            ),
+            Arg(
+                "OVERLAP",
+                "int",
+                "Overlap (px; default: tile size / 8)",
+                "--overlap",
+                optional=True,
+                minimum=0,
+            ),
+            Arg("BATCH_SIZE", "int", "Tiles per batch", "--batch-size", default=8, minimum=1),
+            DEVICE,
+            Arg("TTA", "bool", "Test-time augmentation (8x slower)", "--tta", default=False),
+            Arg(
+                "PROBABILITIES",
+                "bool",
+                "Also write probabilities",
+                "--probabilities",
+                default=False,
+            ),
+            Arg(
+                "CLASS",
+                "string",
+                "Classes NAME=ID,ID separated by ';' (e.g. building=3,17)",
+                "--class",
+                optional=True,
+                repeat=True,
+            ),
+            *POLYGONS,
+            Arg(
+                "QGIS_PROJECT",
+                "bool",
+                "Also write a QGIS project (.qgz) of the outputs",
+                "--qgis-project",
+                default=False,
+            ),
+            OVERWRITE,
+        ],
+        "Segment a raster with a trained model: cluster COG, class COGs and polygons.",
+    ),
+    "vectorize": (
+        "Vectorize a class raster",
+        "vectorize",
+        [
+            Arg("RASTER", "raster", "Class or cluster raster"),
+            Arg("OUTPUT", "file_out", "Polygons", "-o", file_filter=GPKG),
+            Arg(
+                "CLASS",
+                "string",
+                "Classes NAME=VALUE separated by ';' (default: every value)",
+                "--class",
+                optional=True,
+                repeat=True,
+            ),
+            Arg(
+                "PROBABILITIES",
+                "file",
+                "Probability raster (polygon score)",
+                "--probabilities",
+                optional=True,
+            ),
+            *POLYGONS,
+            OVERWRITE,
+        ],
+        "Polygonise a class raster into GIS polygons, merged across block borders.",
+    ),
+    "score": (
+        "Score building polygons",
+        "score",
+        [
+            Arg("PRED", "file", "Predicted polygons (vector file or SpaceNet CSV)"),
+            Arg("TRUTH", "file", "True footprints (vector file or SpaceNet CSV)"),
+            Arg(
+                "IOU",
+                "float",
+                "IoU threshold (a match needs more)",
+                "--iou",
+                default=0.5,
+                minimum=0.0,
+            ),
+            Arg(
+                "MIN_AREA",
+                "string",
+                "Minimum area (e.g. 20px or 20m2)",
+                "--min-area",
+                optional=True,
+            ),
+            Arg(
+                "PRED_FILTER",
+                "string",
+                "Only proposals where COLUMN=VALUE",
+                "--pred-filter",
+                optional=True,
+            ),
+            Arg(
+                "TRUTH_FILTER",
+                "string",
+                "Only footprints where COLUMN=VALUE",
+                "--truth-filter",
+                optional=True,
+            ),
+            Arg(
+                "LAYERS",
+                "file_out",
+                "Error layers (tp, fp, fn)",
+                "--layers",
+                optional=True,
+                file_filter="GeoPackage (*.gpkg)",
+            ),
+            OVERWRITE,
+        ],
+        "SpaceNet precision, recall and F1 of building polygons against footprints.",
+    ),
+}
 
 SCORE_NUMBERS = ("tp", "fp", "fn", "precision", "recall", "f1")
 

@@ -34,9 +34,7 @@ class GeosegProvider(QgsProcessingProvider):
             return super().load()
         ProcessingConfig.settingIcons[self.name()] = self.icon()
         ProcessingConfig.addSetting(
-            Setting(
-                self.name(), command.SETTING, "geoseg command (path or 'python -m geoseg')", ""
-            )  # fmt: skip
+            Setting(self.name(), command.SETTING, "geoseg command (path or 'python -m geoseg')", "")
         )
         ProcessingConfig.readSettings()
         return super().load()

@@ -40,8 +40,13 @@ def score_summary(layers: Path | None, score_json: Path | None) -> dict | None:
 
     counts = {name: int(pyogrio.read_info(layers, layer=name)["features"]) for name in SCORE_LAYERS}
     precision, recall, f1 = prf(counts["tp"], counts["fp"], counts["fn"])
-    return {**counts, "precision": precision, "recall": recall, "f1": f1,
-            "source": f"counted from the layers of {layers.name}"}  # fmt: skip
+    return {
+        **counts,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "source": f"counted from the layers of {layers.name}",
+    }
 
 
 def error_map(

@@ -266,8 +266,10 @@ def _files_section(contents: Contents) -> str:
     rows = []
     for path in contents.polygons:
         try:
-            count = sum(int(pyogrio.read_info(path, layer=str(name))["features"])
-                        for name, _ in pyogrio.list_layers(path))  # fmt: skip
+            count = sum(
+                int(pyogrio.read_info(path, layer=str(name))["features"])
+                for name, _ in pyogrio.list_layers(path)
+            )
         except Exception:  # listed anyway; the count is a courtesy
             count = "?"
         rows.append((path, f"{count} polygons"))

@@ -105,8 +105,13 @@ def read_onto(
     """
     resampling = Resampling.nearest if categorical else Resampling.average
     with rasterio.open(path) as src:
-        options = {"crs": grid.crs, "transform": grid.transform, "width": grid.width,
-                   "height": grid.height, "resampling": resampling}  # fmt: skip
+        options = {
+            "crs": grid.crs,
+            "transform": grid.transform,
+            "width": grid.width,
+            "height": grid.height,
+            "resampling": resampling,
+        }
         with WarpedVRT(src, **options) as vrt:
             data = vrt.read(indexes)
             valid = vrt.read_masks(1) > 0

@@ -35,8 +35,9 @@ def fit_baseline(
     if cfg.method == "kmeans":
         # at most ~256 tiles spread over the store: enough pixels, bounded memory
         picks = sampler.tiles[:: max(1, sampler.tiles.size // 256)]
-        reads = progress(map(sampler.tile, picks), total=len(picks), desc="k-means: tiles",
-                         unit="tile")  # fmt: skip
+        reads = progress(
+            map(sampler.tile, picks), total=len(picks), desc="k-means: tiles", unit="tile"
+        )
         tiles = ((d["image"], d["valid"]) for d in reads)
         pixels = sample_features(model, tiles, cfg.baseline.samples, seed=cfg.seed)
         k = int(model.n_clusters[0])

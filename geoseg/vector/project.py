@@ -55,9 +55,16 @@ def image_style(path: str | Path, bands: Sequence[int]) -> ET.Element:
         data = src.read(list(bands), out_shape=out, masked=True)
     root = ET.Element("qgis", version=QGIS_VERSION, styleCategories="Symbology")
     pipe = ET.SubElement(root, "pipe")
-    renderer = ET.SubElement(pipe, "rasterrenderer", type="multibandcolor", opacity="1",
-                             alphaBand="-1", redBand=str(bands[0]), greenBand=str(bands[1]),
-                             blueBand=str(bands[2]))  # fmt: skip
+    renderer = ET.SubElement(
+        pipe,
+        "rasterrenderer",
+        type="multibandcolor",
+        opacity="1",
+        alphaBand="-1",
+        redBand=str(bands[0]),
+        greenBand=str(bands[1]),
+        blueBand=str(bands[2]),
+    )
     for colour, band in zip(("red", "green", "blue"), data, strict=True):
         values = band.compressed()
         lo, hi = np.percentile(values, (2, 98)) if values.size else (0.0, 1.0)
@@ -99,10 +106,16 @@ def write_project(
     ET.SubElement(tree, "customproperties")
     sources = [_source(layer, folder) for layer in layers]
     for layer, layer_id, source in zip(layers, ids, sources, strict=True):
-        ET.SubElement(tree, "layer-tree-layer", id=layer_id, name=layer.name, source=source,
-                      providerKey="gdal" if layer.kind == "raster" else "ogr",
-                      checked="Qt::Checked" if layer.visible else "Qt::Unchecked",
-                      expanded="0")  # fmt: skip
+        ET.SubElement(
+            tree,
+            "layer-tree-layer",
+            id=layer_id,
+            name=layer.name,
+            source=source,
+            providerKey="gdal" if layer.kind == "raster" else "ogr",
+            checked="Qt::Checked" if layer.visible else "Qt::Unchecked",
+            expanded="0",
+        )
     maplayers = ET.SubElement(root, "projectlayers")
     for layer, layer_id, source in zip(layers, ids, sources, strict=True):
         maplayers.append(_maplayer(layer, layer_id, source))

@@ -100,8 +100,9 @@ def _paletted(transparent: list[str]) -> tuple[ET.Element, ET.Element, ET.Elemen
         nodataColor="",
     )
     if transparent:
-        pixels = ET.SubElement(ET.SubElement(renderer, "rasterTransparency"),
-                               "singleValuePixelList")  # fmt: skip
+        pixels = ET.SubElement(
+            ET.SubElement(renderer, "rasterTransparency"), "singleValuePixelList"
+        )
         for value in transparent:
             ET.SubElement(pixels, "pixelListEntry", min=value, max=value, percentTransparent="100")
     return root, pipe, renderer

@@ -44,42 +44,66 @@ def main(plugin_dir, raster, out_dir, truth, model=None):
     Processing.initialize()
     plugin = load_plugin(plugin_dir)  # kept referenced, as QGIS keeps its plugins
     registry = QgsApplication.processingRegistry()
-    report = {"algorithms": sorted(a.id() for a in registry.algorithms() if a.provider()
-                                   and a.provider().id() == "geoseg")}  # fmt: skip
+    report = {
+        "algorithms": sorted(
+            a.id() for a in registry.algorithms() if a.provider() and a.provider().id() == "geoseg"
+        )
+    }
     out = Path(out_dir)
     # [tile → train →] predict → vectorize → score, each as the toolbox would run it
     if model is None:
         report["tile"] = processing.run(
             "geoseg:tile",
-            {"INPUT": raster, "OUTPUT": str(out / "tiles"), "BANDS": "red,green,blue,nir1",
-             "TILE_SIZE": 64, "OVERLAP": 0},
-        )  # fmt: skip
+            {
+                "INPUT": raster,
+                "OUTPUT": str(out / "tiles"),
+                "BANDS": "red,green,blue,nir1",
+                "TILE_SIZE": 64,
+                "OVERLAP": 0,
+            },
+        )
         report["train"] = processing.run(
             "geoseg:train",
-            {"STORE": report["tile"]["OUTPUT"], "OUTPUT": str(out / "run"), "METHOD": 3,
-             "SET": "n_clusters=5; seed=0", "DEVICE": 1},
-        )  # fmt: skip
+            {
+                "STORE": report["tile"]["OUTPUT"],
+                "OUTPUT": str(out / "run"),
+                "METHOD": 3,
+                "SET": "n_clusters=5; seed=0",
+                "DEVICE": 1,
+            },
+        )
         model = report["train"]["CHECKPOINT"]
     predicted = processing.run(
         "geoseg:predict",
-        {"RASTER": raster, "MODEL": model, "OUTPUT": str(out / "pred"),
-         "CLASS": "building=0,1", "DEVICE": 1},
-    )  # fmt: skip
+        {
+            "RASTER": raster,
+            "MODEL": model,
+            "OUTPUT": str(out / "pred"),
+            "CLASS": "building=0,1",
+            "DEVICE": 1,
+        },
+    )
     report["predict"] = {k: str(v) for k, v in predicted.items()}
     report["vectorize"] = processing.run(
         "geoseg:vectorize",
-        {"RASTER": predicted["CLUSTERS"], "OUTPUT": str(out / "clusters_2.gpkg"),
-         "CLASS": "two=2"},
-    )  # fmt: skip
+        {"RASTER": predicted["CLUSTERS"], "OUTPUT": str(out / "clusters_2.gpkg"), "CLASS": "two=2"},
+    )
     scored = processing.run(
         "geoseg:score",
-        {"PRED": predicted["BUILDING_VECTOR"], "TRUTH": truth, "TRUTH_FILTER": "label=1",
-         "MIN_AREA": "1", "LAYERS": str(out / "errors.gpkg")},
-    )  # fmt: skip
+        {
+            "PRED": predicted["BUILDING_VECTOR"],
+            "TRUTH": truth,
+            "TRUTH_FILTER": "label=1",
+            "MIN_AREA": "1",
+            "LAYERS": str(out / "errors.gpkg"),
+        },
+    )
     report["score"] = scored
     try:
-        processing.run("geoseg:predict", {"RASTER": raster, "MODEL": str(out / "no.pt"),
-                                          "OUTPUT": str(out / "bad")})  # fmt: skip
+        processing.run(
+            "geoseg:predict",
+            {"RASTER": raster, "MODEL": str(out / "no.pt"), "OUTPUT": str(out / "bad")},
+        )
         report["bad_model"] = None
     except QgsProcessingException as exc:
         report["bad_model"] = str(exc)
