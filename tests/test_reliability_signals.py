@@ -23,12 +23,34 @@ def scene_and_model(fixtures, tmp_path_factory):
     return write_raster(work / "big.tif", data), model
 
 
-def _interrupt(proc, sig) -> None:
-    """Deliver ``sig`` while the run is surely mid-way: freeze it where the test saw it
-    (SIGSTOP), queue the signal, then let it go on (SIGCONT). On a loaded machine a run seen
-    half-done could otherwise finish before the signal is handled, and the test would check
-    nothing."""
+def _stopped(proc) -> bool:
+    """Whether the kernel has stopped ``proc`` (state T), so nothing of it runs any more."""
+    try:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except FileNotFoundError:
+        return False
+
+
+def _freeze_midway(proc, midway) -> None:
+    """Stop ``proc`` and make sure it stopped mid-way (``midway()`` still true, not exited).
+
+    On a loaded machine a run seen half-done could finish between the check and the signal,
+    and the test would then check nothing; freezing first (SIGSTOP) and checking again while
+    frozen makes "the signal arrived mid-run" a fact instead of a likelihood.
+    """
     proc.send_signal(signal.SIGSTOP)
+    wait_for(lambda: _stopped(proc) or proc.poll() is not None, 10, every=0.005)
+    if proc.poll() is not None or not midway():
+        proc.kill()
+        raise AssertionError(
+            f"the run finished before it could be interrupted: {proc.communicate()}"
+        )
+
+
+def _interrupt(proc, sig, midway) -> None:
+    """Deliver ``sig`` while the run is surely mid-way: freeze it, queue the signal, go on."""
+    _freeze_midway(proc, midway)
     proc.send_signal(sig)
     proc.send_signal(signal.SIGCONT)
 
@@ -54,7 +76,7 @@ def test_interrupted_predict_exits_128_plus_signal_and_leaves_nothing(
     scene, model = scene_and_model
     out = tmp_path / "out"
     proc = _predict_until_partial(scene, model, out)
-    _interrupt(proc, sig)
+    _interrupt(proc, sig, lambda: bool(_hidden(out)))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     lines = [x for x in err.splitlines() if x.strip()]
@@ -68,6 +90,7 @@ def test_the_next_run_removes_what_a_killed_predict_left(scene_and_model, tmp_pa
     scene, model = scene_and_model
     out = tmp_path / "out"
     proc = _predict_until_partial(scene, model, out)
+    _freeze_midway(proc, lambda: bool(_hidden(out)))
     proc.kill()
     proc.wait(timeout=30)
     left = _hidden(out)
@@ -99,7 +122,7 @@ def test_ctrl_c_in_tile_exits_130_and_keeps_a_resumable_store(scene_and_model, t
     # the one-pass writer fills the store in a few large batches: interrupt it as soon as the
     # partial store exists, whatever it holds yet; the rerun resumes from there
     assert wait_for(lambda: (tmp_path / ".s.zarr.partial").exists(), 60)
-    _interrupt(proc, signal.SIGINT)
+    _interrupt(proc, signal.SIGINT, (tmp_path / ".s.zarr.partial").exists)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err.lower()
