@@ -6,8 +6,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geoseg.io.labels import Grid, LabelSource, is_building_mask
-from geoseg.io.layouts import label_classes
+from geoseg.io.labels import Grid, LabelReader, is_building_mask, label_classes
 
 
 def test_a_0_255_mask_means_building_for_tile_and_evaluate(make_raster):
@@ -18,7 +17,7 @@ def test_a_0_255_mask_means_building_for_tile_and_evaluate(make_raster):
     assert is_building_mask({0, 255}) and not is_building_mask({0, 1, 255})
     assert label_classes([str(path)]) == {"building": 1}  # what tile stores
     with rasterio.open(path) as src:
-        source = LabelSource(path, Grid.of(src))
+        source = LabelReader(path, Grid.of(src))
     labels = source.read(Window(0, 0, 30, 40))
     source.close()
     assert source.names == {1: "building"}  # what evaluate and map name
@@ -32,6 +31,6 @@ def test_other_values_stay_class_ids(make_raster):
     path = make_raster("classes.tif", lab)
     assert label_classes([str(path)]) == {"2": 2, "7": 7}
     with rasterio.open(path) as src:
-        source = LabelSource(path, Grid.of(src))
+        source = LabelReader(path, Grid.of(src))
     np.testing.assert_array_equal(source.read(Window(0, 0, 20, 20)), lab[0])
     source.close()

@@ -91,7 +91,7 @@ def _image_tiles(image, labels, ckpt, *, column, fill, names, max_tiles, seed, s
     from rasterio.windows import Window
 
     from geoseg.io.bands import file_band_labels, match_bands
-    from geoseg.io.labels import Grid, LabelSource
+    from geoseg.io.labels import Grid, LabelReader
     from geoseg.io.rasters import open_raster, read_window
     from geoseg.tiles.grid import TileGrid
 
@@ -108,8 +108,9 @@ def _image_tiles(image, labels, ckpt, *, column, fill, names, max_tiles, seed, s
         for row, col in TileGrid.for_prediction(size, 0).windows(src.height, src.width)
         if row + size <= src.height and col + size <= src.width
     ] or [(0, 0)]
-    source = LabelSource(labels, Grid.of(src), column=column, fill=fill, names=names,
-                         param="--labels")  # fmt: skip
+    source = LabelReader(
+        labels, Grid.of(src), column=column, fill=fill, names=names, reproject=True
+    )
     labelled = []
     for row, col in windows:
         window = Window(col, row, min(size, src.width), min(size, src.height))

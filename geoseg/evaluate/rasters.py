@@ -14,7 +14,7 @@ import numpy as np
 
 from geoseg.errors import BadInput
 from geoseg.evaluate.pixels import MERGES, Method, confusion_matrix, merge_labels, pixel_metrics
-from geoseg.io.labels import Grid, LabelSource
+from geoseg.io.labels import Grid, LabelReader
 from geoseg.io.rasters import open_raster
 from geoseg.paths import atomic_output
 
@@ -61,7 +61,9 @@ def raster_confusion(
             raise BadInput(f"{Path(pred).name} holds floats; give integer cluster/class ids",
                            param="PRED")  # fmt: skip
         grid = Grid.of(src)
-        with LabelSource(labels, grid, column=column, fill=fill, names=names) as source:
+        with LabelReader(
+            labels, grid, column=column, fill=fill, names=names, reproject=True, param="LABELS"
+        ) as source:
             table = dict(source.names)
             for row in range(0, src.height, strip_rows):
                 window = Window(0, row, src.width, min(strip_rows, src.height - row))

@@ -32,6 +32,7 @@ import shapely
 
 from geoseg.errors import BadInput
 from geoseg.evaluate.polygons import aoi_name, read_polygons, swapped_hint
+from geoseg.io.crs import metric_crs
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +177,13 @@ def _metric_crs(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame):
             return pred, truth
         missing = "PRED" if pred.crs is None else "TRUTH"
         raise BadInput("file has no CRS while the other has one; set its CRS", param=missing)
-    crs = truth.crs
-    units = {axis.unit_name for axis in crs.axis_info}
-    if not crs.is_projected or not units <= {"metre", "meter"}:
-        valid = truth[~truth.is_empty]
-        crs = (valid if len(valid) else pred[~pred.is_empty]).estimate_utm_crs()
-        log.info("scoring in %s (metric)", crs.to_string())
+    valid = truth[~truth.is_empty]
+    bounds = (valid if len(valid) else pred[~pred.is_empty]).total_bounds
+    crs = metric_crs(truth.crs, bounds)
+    if crs is None:
+        crs = truth.crs
+    else:
+        log.info("scoring in %s (metric)", crs)
     return pred.to_crs(crs), truth.to_crs(crs)
 
 

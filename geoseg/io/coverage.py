@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from geoseg.errors import BadInput
+from geoseg.io.labels import VECTOR_SUFFIXES
 
 log = logging.getLogger(__name__)
-
-VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet"}
 
 
 def footprint(transform, width: int, height: int):

@@ -1,14 +1,24 @@
-"""Label sources aligned to a prediction grid: label rasters, colour-coded label images, PNGs,
-and vector polygons rasterised window by window.
+"""The one label reader, and the label rules it applies, for tile, evaluate, map and score.
 
-``evaluate`` and ``fit_mapping`` both need "the labels of exactly these pixels"; this module
-answers that for any window of the target grid, so neither ever holds a whole scene.
+Every stage needs "the labels of exactly these pixels" of some grid (a scene being tiled, a
+prediction being scored); :class:`LabelReader` answers that for any window of the grid, so
+none ever holds a whole scene, and all of them read a file the same way:
+
+- a single-band raster of only 0 and 255 is a building mask: 255 = building = 1
+  (:func:`is_building_mask`), never a class called 255;
+- a three-band raster is an ISPRS colour code (:data:`ISPRS_COLOURS`); unknown colours are 0;
+- other rasters hold class ids 0..255, their nodata is 0 = unlabelled;
+- vector polygons are burnt window by window, read through the window's four-corner
+  footprint (a rotated grid's window is not its two-corner box) and reprojected to the grid;
+  a numeric column holds class ids, a text column class names (numbered 1..n in sorted
+  order, or by the tile store's ``label_classes``), no column means every polygon is 1.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from geoseg.errors import BadInput
-from geoseg.io.rasters import open_raster
+from geoseg.io.rasters import open_raster, read_window
 from geoseg.paths import check_input
 
 log = logging.getLogger(__name__)
@@ -62,14 +72,30 @@ def raster_values(src) -> set[int]:
     return values
 
 
+@functools.lru_cache(maxsize=64)
+def _file_values(path: str, stamp: tuple) -> frozenset[int]:
+    with open_raster(path, param="--labels") as src:
+        return frozenset(raster_values(src))
+
+
+def file_values(path: str | Path) -> frozenset[int]:
+    """:func:`raster_values` of a label file, scanned once per file version: the tiler opens
+    one reader per strip of a scene, and each must not rescan the whole label raster."""
+    text = str(path)
+    try:
+        stat = Path(text).stat()
+        stamp: tuple = (stat.st_mtime_ns, stat.st_size)
+    except OSError:  # a URL or /vsi path: cached by name
+        stamp = ()
+    return _file_values(text, stamp)
+
+
 def raster_classes(path: str | Path) -> dict[str, int]:
     """Class name → value of a label raster: ISPRS colours, a building mask, or its values."""
-    from geoseg.io.rasters import open_raster
-
     with open_raster(path, param="--labels") as src:
         if src.count >= 3:
             return dict(ISPRS_CLASSES)
-        values = raster_values(src)
+    values = file_values(path)
     if is_building_mask(values):
         return {"building": 1}
     if max(values) > 255 or min(values) < 0:
@@ -116,6 +142,57 @@ def parse_names(text: str | None, *, param: str = "--names") -> dict[int, str]:
     return names
 
 
+def is_vector(path: str | Path) -> bool:
+    """Whether a labels path is read as vector polygons (else as a raster)."""
+    return Path(str(path)).suffix.lower() in VECTOR_SUFFIXES
+
+
+#: attribute names taken as a vector file's class column by :func:`class_column`
+CLASS_COLUMNS = ("label", "class", "class_id", "classname", "category")
+
+
+def class_column(path: str | Path) -> str | None:
+    """The class column of a vector labels file (``label``, ``class``, ...), or ``None``.
+
+    The tile store picks it automatically; evaluate and map take ``--column`` instead.
+    """
+    if not is_vector(path):
+        return None
+    import pyogrio
+
+    lower = {c.lower(): c for c in pyogrio.read_info(str(path))["fields"]}
+    return next((lower[c] for c in CLASS_COLUMNS if c in lower), None)
+
+
+def label_classes(paths: Sequence[str]) -> dict[str, int]:
+    """Class name → id over labels files, as stored in the tile store's ``label_classes``.
+
+    Vector labels take ids from a numeric class column (:func:`class_column`), number string
+    classes 1..K in sorted order, or give every polygon 1. Three-band label rasters are ISPRS
+    colour codes; a 0/255 mask is one class; other single-band rasters keep their values.
+    """
+    import pyogrio
+
+    classes: dict[str, int] = {}
+    names: set[str] = set()
+    for path in paths:
+        if is_vector(path):
+            column = class_column(path)
+            if column is None:
+                stem = Path(path).stem.lower()
+                classes["building" if "build" in stem else "foreground"] = 1
+                continue
+            values = pyogrio.read_dataframe(path, columns=[column], read_geometry=False)[column]
+            if values.dtype.kind in "iuf":
+                classes.update({str(int(v)): int(v) for v in values.dropna().unique() if v > 0})
+            else:
+                names.update(str(v) for v in values.dropna().unique())
+            continue
+        classes.update(raster_classes(path))
+    classes.update({name: i for i, name in enumerate(sorted(names), start=1 + len(classes))})
+    return classes
+
+
 @dataclass(frozen=True)
 class Grid:
     """The pixel grid labels are read onto (CRS None for a non-georeferenced image)."""
@@ -127,100 +204,159 @@ class Grid:
 
     @classmethod
     def of(cls, dataset) -> Grid:
-        georef = dataset.crs is not None
-        return cls(
-            dataset.width,
-            dataset.height,
-            dataset.crs if georef else None,
-            dataset.transform if georef else None,
-        )
+        """The grid of an open rasterio dataset (a non-georeferenced one keeps its pixel
+        transform, so vector labels in pixel coordinates still land)."""
+        return cls(dataset.width, dataset.height, dataset.crs, dataset.transform)
 
 
-class LabelSource:
+class LabelReader:
     """Labels of any window of a target :class:`Grid` (0 = unlabelled), plus class names.
 
     Args:
         path: label raster (GeoTIFF, PNG; 1 band of values or 3 bands ISPRS colours) or vector
-            file (polygons burnt with ``column``'s integer values, or 1 without a column; a
-            text column holds class names, numbered 1..n in sorted order).
-        grid: the prediction grid.
-        column: attribute holding the class value of each polygon.
+            file (read window by window, reprojected to the grid's CRS).
+        grid: the grid windows are read on (a scene being tiled, a prediction being scored).
+        column: attribute holding each polygon's class (numbers, or names); ``None`` burns
+            every polygon as 1. Ignored for rasters.
+        classes: class name → id for a text ``column`` (the tile store's ``label_classes``);
+            by default the column's names are numbered 1..n in sorted order.
         fill: value of pixels outside every polygon (0 = unlabelled).
         names: value → name overrides.
+        reproject: a georeferenced label raster on another grid is warped onto this one
+            (nearest); without it such a raster is refused, naming the mismatch.
+        param: the argument named in errors.
+
+    Raises:
+        BadInput: a label raster off the grid, a vector file without CRS or without
+            ``column``, or class values outside 1..255.
     """
 
-    def __init__(self, path, grid: Grid, *, column=None, fill=0, names=None, param="LABELS"):
-        self.path, self.grid, self.fill, self.param = Path(path), grid, int(fill), param
+    def __init__(
+        self,
+        path: str | Path,
+        grid: Grid,
+        *,
+        column: str | None = None,
+        classes: Mapping[str, int] | None = None,
+        fill: int = 0,
+        names: Mapping[int, str] | None = None,
+        reproject: bool = False,
+        param: str = "--labels",
+    ):
+        self.path, self.grid, self.fill, self.param = Path(str(path)), grid, int(fill), param
+        self.text = str(path)  # URLs and /vsi paths stay as given
         self._stack = ExitStack()
         self.names: dict[int, str] = {}
-        self._colours = False
-        if self.path.suffix.lower() in VECTOR_SUFFIXES:
-            self._open_vector(column)
+        self._src = None
+        if is_vector(self.text):
+            self._open_vector(column, classes)
         else:
-            self._open_raster()
+            self._open_raster(reproject)
         if self.fill and self.fill not in self.names:
             self.names[self.fill] = "background"
         self.names.update(names or {})
 
-    def _open_vector(self, column):
-        import geopandas as gpd
-        import shapely
+    # --- vector labels ------------------------------------------------------------------
 
-        check_input(self.path, param=self.param)
-        if self.grid.crs is None:
-            raise BadInput("vector labels need a georeferenced prediction raster", param=self.param)
-        frame = gpd.read_file(self.path)
-        if frame.crs is None:
+    def _open_vector(self, column, classes):
+        import pyogrio
+
+        if "://" not in self.text and not self.text.startswith("/vsi"):
+            check_input(self.path, param=self.param)
+        info = pyogrio.read_info(self.text)
+        self._vector_crs = info["crs"]
+        if self._vector_crs is None and self.grid.crs is not None:
             raise BadInput(
                 f"{self.path.name} has no CRS; set it (e.g. ogr2ogr -a_srs)", param=self.param
             )
-        frame = frame[~frame.geometry.is_empty & frame.geometry.notna()].to_crs(self.grid.crs)
+        if self._vector_crs is not None and self.grid.crs is None:
+            raise BadInput(
+                "vector labels need a georeferenced image; give a GeoTIFF with a CRS",
+                param=self.param,
+            )
+        self._column = column
+        self._classes: dict[str, int] = {}
         if column is None:
-            values = np.ones(len(frame), np.uint8)
             self.names = {1: "building"}
-        elif column not in frame.columns:
-            cols = ", ".join(c for c in frame.columns if c != "geometry")
+            return
+        if column not in info["fields"]:
+            cols = ", ".join(info["fields"])
             raise BadInput(
                 f"{self.path.name} has no column {column!r}; columns: {cols}", param="--column"
             )
-        else:
-            values = np.asarray(frame[column])
-            if not np.issubdtype(values.dtype, np.number):
-                # class names in the column: values 1..n in name order, the names kept
-                classes = sorted({str(v) for v in values})
-                if len(classes) > 254:
-                    raise BadInput(
-                        f"column {column!r} holds {len(classes)} names; at most 254",
-                        param="--column",
-                    )
-                self.names = {i: name for i, name in enumerate(classes, start=1)}
-                values = np.searchsorted(classes, values.astype(str)) + 1
-            values = values.astype(np.int64)
-            if values.min(initial=1) < 1 or values.max(initial=1) > 255:
+        values = pyogrio.read_dataframe(self.text, columns=[column], read_geometry=False)[column]
+        if values.dtype.kind in "iuf":
+            numbers = values.dropna()  # 0 / empty: an unlabelled polygon, not burnt
+            if len(numbers) and (numbers.min() < 0 or numbers.max() > 255):
                 raise BadInput(f"column {column!r} values must be within 1..255", param="--column")
-        self._geoms = shapely.make_valid(frame.geometry.values.to_numpy())
-        self._values = values.astype(np.uint8)
-        self._tree = shapely.STRtree(self._geoms)
-        self._vector = True
+            return
+        if classes is None:
+            # class names in the column: values 1..n in name order, the names kept
+            found = sorted({str(v) for v in values.dropna()})
+            if len(found) > 254:
+                raise BadInput(
+                    f"column {column!r} holds {len(found)} names; at most 254", param="--column"
+                )
+            classes = {name: i for i, name in enumerate(found, start=1)}
+            self.names = {i: name for name, i in classes.items()}
+        self._classes = dict(classes)
 
-    def _open_raster(self):
+    def _rasterize(self, window) -> np.ndarray:
+        import pyogrio
+        from rasterio.features import rasterize
+        from rasterio.warp import transform_bounds
+        from rasterio.windows import transform
+
+        shape = (int(window.height), int(window.width))
+        empty = np.full(shape, self.fill, np.uint8)
+        # the window's footprint from all four corners: on a rotated grid two corners give a
+        # box that misses parts of the window (2.3 % of labelled pixels were dropped)
+        t = transform(window, self.grid.transform)
+        xs, ys = zip(*(t * (c, r) for c in (0, shape[1]) for r in (0, shape[0])), strict=True)
+        box = (min(xs), min(ys), max(xs), max(ys))
+        if self._vector_crs and self.grid.crs:
+            box = transform_bounds(self.grid.crs, self._vector_crs, *box, densify_pts=21)
+        columns = [self._column] if self._column else []
+        frame = pyogrio.read_dataframe(self.text, bbox=box, columns=columns)
+        if frame.empty:
+            return empty
+        if frame.crs is not None and self.grid.crs is not None:
+            frame = frame.to_crs(self.grid.crs)
+        if self._column is None:
+            values = np.ones(len(frame), np.int64)
+        elif frame[self._column].dtype.kind in "iuf":
+            values = frame[self._column].fillna(0).astype(np.int64).to_numpy()
+        else:
+            values = frame[self._column].map(lambda v: self._classes.get(str(v), 0)).to_numpy()
+        shapes = [
+            (g, int(v))
+            for g, v in zip(frame.geometry, values, strict=True)
+            if g is not None and not g.is_empty and v > 0
+        ]
+        if not shapes:
+            return empty
+        return rasterize(shapes, out_shape=shape, transform=t, fill=self.fill, dtype="uint8")
+
+    # --- label rasters ------------------------------------------------------------------
+
+    def _open_raster(self, reproject: bool):
         from rasterio.enums import Resampling
         from rasterio.vrt import WarpedVRT
 
-        self._vector = False
-        src = self._stack.enter_context(open_raster(self.path, param=self.param))
+        src = self._stack.enter_context(open_raster(self.text, param=self.param))
         self._nodata = src.nodata
         self._colours = src.count >= 3
-        self._mask = not self._colours and is_building_mask(raster_values(src))
+        self._mask = not self._colours and is_building_mask(file_values(self.text))
         if self._colours:
             self.names = dict(ISPRS_NAMES)
         elif self._mask:
             self.names = {1: "building"}
         georef = src.crs is not None and self.grid.crs is not None
-        same = (src.width, src.height) == (self.grid.width, self.grid.height)
-        if georef and not (
-            same and src.crs == self.grid.crs and src.transform.almost_equals(self.grid.transform)
-        ):
+        same_size = (src.width, src.height) == (self.grid.width, self.grid.height)
+        what = self._mismatch(src)
+        if what is None or (reproject and not georef and same_size):
+            pass  # on the grid (or a non-georeferenced image of the same size)
+        elif reproject and georef:
             src = self._stack.enter_context(
                 WarpedVRT(
                     src,
@@ -232,22 +368,55 @@ class LabelSource:
                     nodata=src.nodata or 0,
                 )
             )
-            log.info("labels reprojected onto the prediction grid (nearest)")
-        elif not georef and not same:
+            log.info("labels reprojected onto the grid (nearest)")
+        elif not same_size:
+            self.close()
+            rule = (
+                "without georeferencing they must match"
+                if reproject
+                else "label rasters must share the image grid"
+            )
             raise BadInput(
-                f"{self.path.name} is {src.width}x{src.height} but the prediction is "
-                f"{self.grid.width}x{self.grid.height}; without georeferencing they must match",
+                f"{self.text} is {src.width}x{src.height} but the image is "
+                f"{self.grid.width}x{self.grid.height}; {rule}",
+                param=self.param,
+            )
+        else:
+            self.close()
+            raise BadInput(
+                f"{self.text}: {what}; resample it onto the image grid first (e.g. gdalwarp "
+                "with the image's -t_srs, -te and -ts, -r near)",
                 param=self.param,
             )
         self._src = src
 
+    def _mismatch(self, src) -> str | None:
+        """How a label raster is off the grid (None: on it)."""
+        grid = self.grid
+        if (src.width, src.height) != (grid.width, grid.height):
+            return "its size differs from the image's"
+        # same size is not the same grid: a shifted or reprojected mask labels other ground
+        if src.crs is not None and grid.crs is not None and src.crs != grid.crs:
+            return f"its CRS {src.crs.to_string()} differs from the image's {grid.crs.to_string()}"
+        if (src.crs is None) != (grid.crs is None):
+            return "one of the label raster and the image has no CRS"
+        if not src.transform.almost_equals(grid.transform):
+            return f"its transform {tuple(src.transform)[:6]} differs from the image's " + str(
+                tuple(grid.transform)[:6]
+            )
+        return None
+
+    # --- reading ------------------------------------------------------------------------
+
     def read(self, window) -> np.ndarray:
-        """Labels (H, W) uint8 of ``window`` (a rasterio Window) of the grid; 0 = unlabelled."""
-        if self._vector:
+        """Labels (H, W) uint8 of ``window`` (a rasterio Window) of the grid; 0 = unlabelled
+        (also outside the label raster)."""
+        if self._src is None:
             return self._rasterize(window)
         if self._colours:
-            return decode_colours(self._src.read((1, 2, 3), window=window), ISPRS_COLOURS)
-        data = self._src.read(1, window=window)
+            data, _ = read_window(self._src, window, (1, 2, 3), "none")
+            return decode_colours(data, ISPRS_COLOURS)
+        data = read_window(self._src, window, (1,), "none")[0][0]
         if self._mask:
             return (data == 255).astype(np.uint8)
         out = data.astype(np.int64)
@@ -260,27 +429,10 @@ class LabelSource:
             )
         return out.astype(np.uint8)
 
-    def _rasterize(self, window) -> np.ndarray:
-        import shapely
-        from rasterio.features import rasterize
-        from rasterio.windows import bounds, transform
-
-        shape = (int(window.height), int(window.width))
-        hits = self._tree.query(shapely.box(*bounds(window, self.grid.transform)))
-        if not len(hits):
-            return np.full(shape, self.fill, np.uint8)
-        return rasterize(
-            zip(self._geoms[np.sort(hits)], self._values[np.sort(hits)], strict=True),
-            out_shape=shape,
-            transform=transform(window, self.grid.transform),
-            fill=self.fill,
-            dtype="uint8",
-        )
-
     def close(self) -> None:
         self._stack.close()
 
-    def __enter__(self) -> LabelSource:
+    def __enter__(self) -> LabelReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -45,7 +45,8 @@ from geoseg.errors import BadInput, OutputExists
 from geoseg.io.bands import band_names, resolve_bands
 from geoseg.io.coverage import check_labels_cover
 from geoseg.io.fingerprint import check_unchanged, fingerprint
-from geoseg.io.layouts import LabelReader, Scene, find_scenes, label_classes
+from geoseg.io.labels import Grid, LabelReader, class_column, label_classes
+from geoseg.io.layouts import Scene, find_scenes
 from geoseg.io.rasters import StackReader, check_readable
 from geoseg.lock import locked_output
 from geoseg.paths import check_output, remove
@@ -71,7 +72,8 @@ def _source_attrs(scene: Scene) -> dict:
         for ds in reader.datasets:  # a truncated file fails here, named, before any writing
             check_readable(ds)
         if scene.label:
-            LabelReader(scene.label, src, {}).close()  # a label grid mismatch fails before writing
+            # a label grid mismatch fails before writing
+            LabelReader(scene.label, Grid.of(src), column=class_column(scene.label)).close()
         return {
             "path": scene.path,
             "paths": list(scene.images),
@@ -334,7 +336,10 @@ def _write_tiles(job, strip: _Strip, scene: Scene, reader, data, valid, start: i
     label_arr = group["label"] if job["labels"] is not None and scene.label else None
     label_reader = None
     if label_arr is not None:
-        label_reader = LabelReader(scene.label, reader.src, job["labels"])
+        column = class_column(scene.label)
+        label_reader = LabelReader(
+            scene.label, Grid.of(reader.src), column=column, classes=job["labels"]
+        )
     image, valid_arr = _Chunks(image), _Chunks(valid_arr)
     label_arr = None if label_arr is None else _Chunks(label_arr)
     written = []

@@ -31,6 +31,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geoseg.errors import BadInput
+from geoseg.io.crs import metric_crs
 from geoseg.paths import check_input, check_output
 from geoseg.vector import footprints
 from geoseg.vector.formats import output_format, write_polygons
@@ -235,18 +236,11 @@ def _options(raster, probabilities, values, min_area, simplify, fill_holes, regu
 
 
 def _metric_crs(src: rasterio.DatasetReader) -> tuple[str | None, float]:
-    """``(UTM CRS for geographic rasters else None, metres per CRS unit)``."""
+    """``(UTM CRS unless the raster is projected in metres, else None; 1.0 m per unit)``."""
     if src.crs is None:
         log.warning("%s has no CRS; areas and tolerances are taken in pixel-grid units", src.name)
         return None, 1.0
-    if src.crs.is_geographic:
-        from rasterio.warp import transform_bounds
-
-        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
-        lon, lat = (west + east) / 2, (south + north) / 2
-        zone = min(60, int((lon + 180) // 6) + 1)
-        return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}", 1.0
-    return None, float(src.crs.linear_units_factor[1])
+    return metric_crs(src.crs, src.bounds), 1.0  # the one rule: geoseg.io.crs
 
 
 def _block(opts: _Options, window: Window) -> tuple[dict[str, np.ndarray], _Pieces, dict]:

@@ -1,0 +1,42 @@
+"""The one decision of which CRS measures lengths and areas in metres.
+
+Polygon areas (``area_m2``, ``--min-area``), simplification tolerances and IoU all need a
+frame where one unit is one metre on the ground. ``vectorize`` (from a class raster) and
+``score`` (from two vector files) both ask; both get the answer from :func:`metric_crs`, so a
+scene scored and vectorised is measured in the same frame.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def metric_crs(crs, bounds) -> str | None:
+    """The CRS to measure in: ``None`` when ``crs`` itself is projected in metres, else the
+    WGS 84 UTM zone at the centre of ``bounds``.
+
+    Args:
+        crs: a rasterio or pyproj CRS (geographic, or projected in any linear unit).
+        bounds: ``(west, south, east, north)`` of the data, in ``crs``.
+
+    Returns:
+        ``"EPSG:326zz"`` / ``"EPSG:327zz"``, or ``None`` (also when ``crs`` is None, or the
+        bounds are empty: there is nothing to measure, or no CRS to leave).
+    """
+    from pyproj import CRS
+
+    if crs is None:
+        return None
+    crs = CRS.from_user_input(crs)
+    units = {axis.unit_name for axis in crs.axis_info}
+    if crs.is_projected and units <= {"metre", "meter"}:
+        return None
+    if not all(math.isfinite(float(b)) for b in bounds):
+        return None
+    from rasterio.warp import transform_bounds
+
+    # feet and degrees both go to UTM: one frame in true metres, whatever the source unit
+    west, south, east, north = transform_bounds(crs.to_wkt(), "EPSG:4326", *bounds)
+    lon, lat = (west + east) / 2, (south + north) / 2
+    zone = min(60, int((lon + 180) // 6) + 1)
+    return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
