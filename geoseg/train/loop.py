@@ -54,142 +54,7 @@ from geoseg.train.rundir import check_run_output, swap_in, work_folder
 log = logging.getLogger(__name__)
 
 
-def _open(store: Any):
-    from geoseg.tiles.store import open_store
-
-    if isinstance(store, (str, Path)):
-        if "://" not in str(store):
-            check_input(store, param="STORE")
-        return open_store(str(store))
-    return store
-
-
-def _config(config: Any, overrides: tuple[str, ...], method: str | None) -> TrainConfig:
-    if isinstance(config, TrainConfig):
-        cfg = load_config(TrainConfig, to_dict(config), overrides)
-    else:
-        cfg = load_config(TrainConfig, config, overrides)
-    if method is not None:
-        cfg = load_config(TrainConfig, to_dict(cfg), (f"method={method}",))
-    return cfg
-
-
-def snapshot(
-    model, optimizer, cfg: TrainConfig, sampler: CropSampler, step: int, best_loss: float | None
-) -> Checkpoint:
-    """The checkpoint of docs/contracts.md for the current state."""
-    store = sampler.store
-    return Checkpoint.new(
-        model,
-        method=cfg.method,
-        spec=model_spec(cfg, len(store.bands)),
-        bands=sampler.bands,
-        crop_size=sampler.crop_size,
-        config=to_dict(cfg),
-        step=step,
-        epoch=step // max(1, cfg.schedule.steps_per_epoch),
-        optimizer_state=optimizer.state_dict() if optimizer is not None else None,
-        rng_state=rng_state(),
-        best_loss=None if best_loss is None or math.isinf(best_loss) else float(best_loss),
-        # the band contract (docs/reliability.md): predict matches unnamed bands only on
-        # rasters with the training band count
-        band_count=int(store.sources[0]["count"]) if store.sources else len(store.bands),
-    )
-
-
 def train(
-    store: Any,
-    output: str | Path,
-    *,
-    config: str | Path | dict | TrainConfig | None = None,
-    overrides: tuple[str, ...] | list[str] = (),
-    method: str | None = None,
-    resume: bool = False,
-    device: str = "auto",
-    overwrite: bool = False,
-    max_seconds: float | None = None,
-) -> Path:
-    """Train (or fit a baseline) on ``store`` into the run folder ``output`` (see :func:`_run`).
-
-    ``overwrite`` replaces an existing run only on success: the new run is written beside it
-    and swapped in at the end, so a failed or interrupted retrain leaves the old run as it was
-    (:mod:`geoseg.train.rundir`).
-    """
-    output = Path(output)
-    check_run_output(output, store, overwrite=overwrite, resume=resume)
-    work = work_folder(output, overwrite=overwrite, resume=resume)
-    try:
-        best = _run(
-            store,
-            work,
-            config=config,
-            overrides=overrides,
-            method=method,
-            resume=resume,
-            device=device,
-            overwrite=overwrite,
-            max_seconds=max_seconds,
-        )
-    except BaseException:
-        if work != output:
-            remove(work)
-        raise
-    swap_in(work, output)
-    return output / best.name
-
-
-class Diverged(GeoSegError):
-    """Training produced a non-finite loss or weights (exit 1); the last good checkpoint stays."""
-
-
-def _finite(value: float, what: str, step: int, output: Path, saved: int | None) -> None:
-    """Stop with one clear line instead of training on NaN (and never save NaN weights)."""
-    if math.isfinite(value):
-        return
-    if output.name.startswith(".") and output.name.endswith(".partial"):  # an --overwrite run
-        kept = "the previous run is kept unchanged"
-    elif saved is not None:
-        kept = f"{output / 'last.pt'} keeps step {saved}"
-    else:
-        kept = "no checkpoint was written"
-    raise Diverged(
-        f"training stopped at step {step}: non-finite {what} ({value}); {kept}. Lower "
-        "optim.lr, or check the store for NaN/inf pixels (geoseg info STORE)"
-    )
-
-
-def _weights_finite(model) -> float:
-    """0.0 when every weight is finite, else NaN (one reduction, at checkpoint time only)."""
-    bad = any(not torch.isfinite(p).all() for p in model.parameters())
-    return math.nan if bad else 0.0
-
-
-def _write_summary(path: Path, meter: StallMeter, *, steps: int, crops: int, **info) -> None:
-    """``summary.json``: this process's training throughput and input stall (the figures of
-    docs/benchmarks.md). A resumed run's summary covers the steps it ran itself."""
-    device = info.pop("device")
-    peak = None
-    if device.type == "cuda":
-        peak = int(torch.cuda.max_memory_allocated(device))
-    seconds = meter.stepped
-    summary = {
-        "steps": steps,
-        "crops": crops,
-        "step_seconds": round(seconds, 3),
-        "wait_seconds": round(meter.waited, 3),
-        "data_stall": round(meter.stall, 5),
-        "steps_per_s": round(steps / seconds, 3) if seconds > 0 else None,
-        "crops_per_s": round(crops / seconds, 2) if seconds > 0 else None,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "peak_gpu_memory_bytes": peak,
-        **info,
-    }
-    with atomic_output(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(summary, indent=1) + "\n")
-
-
-def _run(
     store: Any,
     output: str | Path,
     *,
@@ -203,6 +68,10 @@ def _run(
 ) -> Path:
     """Train (or fit a baseline) on ``store`` into the run folder ``output``.
 
+    ``overwrite`` replaces an existing run only on success: the new run is written beside it
+    and swapped in at the end, so a failed or interrupted retrain leaves the old run as it was
+    (:mod:`geoseg.train.rundir`).
+
     Args:
         store: tile store URL/path or an open :class:`geoseg.tiles.TileStore`.
         output: run folder; refused if it exists unless ``overwrite`` or ``resume``.
@@ -211,6 +80,7 @@ def _run(
         resume: continue from ``output/last.pt`` with the run's saved config (plus overrides,
             e.g. a larger ``schedule.steps``).
         device: ``auto`` | ``cpu`` | ``cuda``.
+        overwrite: replace an existing run folder (on success only, see above).
         max_seconds: a time budget for the gradient steps (evaluation excluded): the run
             stops at the first step past it, evaluated and checkpointed like a last step
             (``pipelines/gpu_check.py``); ``schedule.steps`` stays the upper bound.
@@ -219,77 +89,86 @@ def _run(
         the path of ``best.pt``.
     """
     output = Path(output)
-    overrides = tuple(overrides)
-    dist, dev = setup(resolve_device(device))
-    ckpt = None
-    if resume:
-        if not (output / "last.pt").is_file():
-            raise BadInput(
-                f"{output} has no last.pt to resume from; drop --resume", param="--resume"
+    check_run_output(output, store, overwrite=overwrite, resume=resume)
+    work = work_folder(output, overwrite=overwrite, resume=resume)
+    try:
+        dist, dev = setup(resolve_device(device))
+        # 1. settings: a fresh config, or the resumed run's config plus overrides
+        ckpt = _resume_checkpoint(work) if resume else None
+        cfg = _config(ckpt["config"] if ckpt else config, tuple(overrides), method)
+        if ckpt is None and dist.main:  # other ranks would see the folder rank 0 is creating
+            check_output(work, overwrite=overwrite)
+        # 2. everything that can reject the inputs runs before the run folder is touched
+        if not dist.main:
+            set_progress(False)
+        store = _open(store)
+        if ckpt is not None:
+            _check_same_store(ckpt, store)
+        seed_everything(cfg.seed)
+        model = build_from_spec(model_spec(cfg, len(store.bands))).to(dev)
+        sampler = CropSampler(
+            store,
+            crop_size=cfg.data.crop_size,
+            batch_size=cfg.data.batch_size,
+            min_valid=cfg.data.min_valid,
+            seed=cfg.seed,
+            rank=dist.rank,
+            size_multiple=model.size_multiple,
+        )
+        # 3. the run folder, then the fit: once for a baseline, gradient steps for a network
+        if dist.main:
+            if ckpt is None:
+                if work.exists():
+                    remove(work)
+                work.mkdir()
+            with atomic_output(work / "config.yaml", overwrite=True) as tmp:
+                tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        dist.barrier()
+        objective = method_for(cfg, store.band_names)
+        if cfg.method in BASELINES:
+            _fit_once(model, sampler, objective, cfg, dist=dist, dev=dev, output=work)
+        else:
+            _fit_steps(
+                model,
+                sampler,
+                objective,
+                cfg,
+                dist=dist,
+                dev=dev,
+                output=work,
+                ckpt=ckpt,
+                max_seconds=max_seconds,
             )
-        ckpt = Checkpoint.load(output / "last.pt", param="--resume")
-        cfg = _config(ckpt["config"], overrides, method)
-    else:
-        cfg = _config(config, overrides, method)
-        if dist.main:  # other ranks would see the folder rank 0 is creating
-            check_output(output, overwrite=overwrite)
-    # everything that can reject the inputs runs before the run folder is touched
-    if not dist.main:
-        set_progress(False)
-    store = _open(store)
-    if ckpt is not None and list(ckpt["bands"]) != list(store.bands):
-        raise BadInput(
-            f"the run was trained on bands {ckpt['bands']}, the store has {store.bands}; "
-            "resume on the same store",
-            param="STORE",
-        )
-    if ckpt is not None and not all(
-        math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
-        for k in ("mean", "std", "p2", "p98")
-        for a, b in zip(ckpt["norm"][k], store.stats[k], strict=True)
-    ):  # a store re-tiled from other pixels under the same path: resuming would mix them
-        raise BadInput(
-            f"{store.url} changed since the run was started (other band statistics); "
-            "use --overwrite to train again from the start",
-            param="STORE",
-        )
-    seed_everything(cfg.seed)
-    model = build_from_spec(model_spec(cfg, len(store.bands))).to(dev)
-    sampler = CropSampler(
-        store,
-        crop_size=cfg.data.crop_size,
-        batch_size=cfg.data.batch_size,
-        min_valid=cfg.data.min_valid,
-        seed=cfg.seed,
-        rank=dist.rank,
-        size_multiple=model.size_multiple,
-    )
+    except BaseException:
+        if work != output:
+            remove(work)
+        raise
+    swap_in(work, output)
+    return output / "best.pt"
+
+
+def _fit_once(model, sampler, method, cfg: TrainConfig, *, dist, dev, output: Path) -> None:
+    """A baseline: fitted once, by rank 0 (they are cheap), then saved like a network's run."""
     if dist.main:
-        if ckpt is None:
-            if output.exists():
-                remove(output)
-            output.mkdir()
-        with atomic_output(output / "config.yaml", overwrite=True) as tmp:
-            tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        metrics = MetricsLog(output / "metrics.csv")
+        steps = fit_baseline(model, sampler, cfg, metrics, dev)
+        rows, _ = evaluate(model, sampler, method, cfg, dev, steps)
+        for row in rows:
+            metrics.write(**row)
+        ckpt = snapshot(model, None, cfg, sampler, steps, None)
+        ckpt.save(output / "last.pt")
+        ckpt.save(output / "best.pt")
+        look = sampler.fixed_tiles(cfg.data.quicklook_tiles)
+        quicklook(model, sampler, look, output / "quicklook" / "epoch_001.png", dev)
     dist.barrier()
 
-    method = method_for(cfg, store.band_names)
-    if cfg.method in BASELINES:
-        # baselines are cheap and fitted once, by rank 0, then saved like a network's run
-        if dist.main:
-            metrics = MetricsLog(output / "metrics.csv")
-            steps = fit_baseline(model, sampler, cfg, metrics, dev)
-            rows, _ = evaluate(model, sampler, method, cfg, dev, steps)
-            for row in rows:
-                metrics.write(**row)
-            ckpt = snapshot(model, None, cfg, sampler, steps, None)
-            ckpt.save(output / "last.pt")
-            ckpt.save(output / "best.pt")
-            look = sampler.fixed_tiles(cfg.data.quicklook_tiles)
-            quicklook(model, sampler, look, output / "quicklook" / "epoch_001.png", dev)
-        dist.barrier()
-        return output / "best.pt"
 
+def _fit_steps(
+    model, sampler, method, cfg: TrainConfig, *, dist, dev, output: Path, ckpt, max_seconds
+) -> None:
+    """The gradient loop, nanoGPT style: eval + checkpoint when due → forward/backward → step
+    → log. ``ckpt`` is the checkpoint being resumed (None for a fresh run)."""
+    store = sampler.store
     cuda = dev.type == "cuda"
     if cuda:
         # NHWC is what cuDNN's tensor-core convolutions run natively (no layout transposes)
@@ -345,7 +224,8 @@ def _run(
             torch.cuda.synchronize(dev)
             meter.stepped += time.perf_counter() - t0
         if dist.main and (last or due):
-            rows, best_subs = evaluate(model, sampler, method, cfg, dev, step)
+            rows, best_subs = evaluate(model, sampler, method, cfg, dev, step)  # only looks
+            # the loop's decision: predict uses each head's lowest-loss sub-head (IIC paper)
             model.select_sub_heads(best_subs)
             for row in rows:
                 metrics.write(**row)
@@ -420,4 +300,127 @@ def _run(
         )
     bar.close()
     dist.barrier()
-    return output / "best.pt"
+
+
+# --- the pieces the loop calls ---------------------------------------------------------------
+
+
+def _open(store: Any):
+    from geoseg.tiles.store import open_store
+
+    if isinstance(store, (str, Path)):
+        if "://" not in str(store):
+            check_input(store, param="STORE")
+        return open_store(str(store))
+    return store
+
+
+def _config(config: Any, overrides: tuple[str, ...], method: str | None) -> TrainConfig:
+    if isinstance(config, TrainConfig):
+        cfg = load_config(TrainConfig, to_dict(config), overrides)
+    else:
+        cfg = load_config(TrainConfig, config, overrides)
+    if method is not None:
+        cfg = load_config(TrainConfig, to_dict(cfg), (f"method={method}",))
+    return cfg
+
+
+def _resume_checkpoint(output: Path) -> Checkpoint:
+    """``last.pt`` of the run being resumed (refused, naming --resume, when there is none)."""
+    if not (output / "last.pt").is_file():
+        raise BadInput(f"{output} has no last.pt to resume from; drop --resume", param="--resume")
+    return Checkpoint.load(output / "last.pt", param="--resume")
+
+
+def _check_same_store(ckpt: Checkpoint, store) -> None:
+    """A resumed run continues on the pixels it started on: same bands, same statistics."""
+    if list(ckpt["bands"]) != list(store.bands):
+        raise BadInput(
+            f"the run was trained on bands {ckpt['bands']}, the store has {store.bands}; "
+            "resume on the same store",
+            param="STORE",
+        )
+    if not all(
+        math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
+        for k in ("mean", "std", "p2", "p98")
+        for a, b in zip(ckpt["norm"][k], store.stats[k], strict=True)
+    ):  # a store re-tiled from other pixels under the same path: resuming would mix them
+        raise BadInput(
+            f"{store.url} changed since the run was started (other band statistics); "
+            "use --overwrite to train again from the start",
+            param="STORE",
+        )
+
+
+def snapshot(
+    model, optimizer, cfg: TrainConfig, sampler: CropSampler, step: int, best_loss: float | None
+) -> Checkpoint:
+    """The checkpoint of docs/contracts.md for the current state."""
+    store = sampler.store
+    return Checkpoint.new(
+        model,
+        method=cfg.method,
+        spec=model_spec(cfg, len(store.bands)),
+        bands=sampler.bands,
+        crop_size=sampler.crop_size,
+        config=to_dict(cfg),
+        step=step,
+        epoch=step // max(1, cfg.schedule.steps_per_epoch),
+        optimizer_state=optimizer.state_dict() if optimizer is not None else None,
+        rng_state=rng_state(),
+        best_loss=None if best_loss is None or math.isinf(best_loss) else float(best_loss),
+        # the band contract (docs/reliability.md): predict matches unnamed bands only on
+        # rasters with the training band count
+        band_count=int(store.sources[0]["count"]) if store.sources else len(store.bands),
+    )
+
+
+class Diverged(GeoSegError):
+    """Training produced a non-finite loss or weights (exit 1); the last good checkpoint stays."""
+
+
+def _finite(value: float, what: str, step: int, output: Path, saved: int | None) -> None:
+    """Stop with one clear line instead of training on NaN (and never save NaN weights)."""
+    if math.isfinite(value):
+        return
+    if output.name.startswith(".") and output.name.endswith(".partial"):  # an --overwrite run
+        kept = "the previous run is kept unchanged"
+    elif saved is not None:
+        kept = f"{output / 'last.pt'} keeps step {saved}"
+    else:
+        kept = "no checkpoint was written"
+    raise Diverged(
+        f"training stopped at step {step}: non-finite {what} ({value}); {kept}. Lower "
+        "optim.lr, or check the store for NaN/inf pixels (geoseg info STORE)"
+    )
+
+
+def _weights_finite(model) -> float:
+    """0.0 when every weight is finite, else NaN (one reduction, at checkpoint time only)."""
+    bad = any(not torch.isfinite(p).all() for p in model.parameters())
+    return math.nan if bad else 0.0
+
+
+def _write_summary(path: Path, meter: StallMeter, *, steps: int, crops: int, **info) -> None:
+    """``summary.json``: this process's training throughput and input stall (the figures of
+    docs/benchmarks.md). A resumed run's summary covers the steps it ran itself."""
+    device = info.pop("device")
+    peak = None
+    if device.type == "cuda":
+        peak = int(torch.cuda.max_memory_allocated(device))
+    seconds = meter.stepped
+    summary = {
+        "steps": steps,
+        "crops": crops,
+        "step_seconds": round(seconds, 3),
+        "wait_seconds": round(meter.waited, 3),
+        "data_stall": round(meter.stall, 5),
+        "steps_per_s": round(steps / seconds, 3) if seconds > 0 else None,
+        "crops_per_s": round(crops / seconds, 2) if seconds > 0 else None,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "peak_gpu_memory_bytes": peak,
+        **info,
+    }
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
