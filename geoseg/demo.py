@@ -104,6 +104,7 @@ def demo(
     from geoseg.evaluate.mapping import NoClassFound
     from geoseg.paths import remove
     from geoseg.predict.raster import predict
+    from geoseg.report.page import report
     from geoseg.tiles.writer import tile
     from geoseg.train.loop import train
     from geoseg.vector.project import write_prediction_project
@@ -175,6 +176,7 @@ def demo(
         store=str(store.url), checkpoint=str(best), quicklook=str(quicklook), buildings=str(vector)
     )
     paths["qgis-project"] = str(project)
+    paths["report"] = str(report(output, overwrite=True))  # the page of everything above
     # the plain command that reproduces the printed score (same filter, same area in m²)
     command = (f"geoseg score {vector} {labels} --truth-filter label=1 "
                f"--min-area {MIN_AREA_M2!r}m2")  # fmt: skip

@@ -35,9 +35,6 @@ def cli(output: str, overrides: tuple[str, ...], device: str, overwrite: bool) -
     )
     click.echo("  seconds: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()))
     click.echo(f"  reproduce: {result['score_command']}")
-    from geoseg.report.page import report
-
-    paths["report"] = str(report(output, overwrite=True))
     for role in ("clusters", "building", "buildings", "quicklook", "checkpoint", "qgis-project",
                  "report"):  # fmt: skip
         if role in paths:

@@ -61,12 +61,19 @@ def cli(pred, labels, merge, method, names, column, fill, confusion_csv, json_pa
     image, a PNG of the same size as PRED, or polygons (GeoJSON, GeoPackage, ...) rasterised
     onto PRED's grid. Label 0 and nodata are ignored.
     """
-    from geoseg.evaluate import evaluate
-    from geoseg.io.labels import parse_names
+    from geoseg.evaluate.rasters import evaluate
 
-    result = evaluate(pred, labels, merge=merge, method=method, names=parse_names(names),
-                      column=column, fill=fill, confusion_csv=confusion_csv,
-                      overwrite=overwrite)  # fmt: skip
+    result = evaluate(
+        pred,
+        labels,
+        merge=merge,
+        method=method,
+        names=names,
+        column=column,
+        fill=fill,
+        confusion_csv=confusion_csv,
+        overwrite=overwrite,
+    )
     if write_json(json_path, result, overwrite=overwrite):
         return
     click.echo(format_metrics(result))

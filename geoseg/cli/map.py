@@ -130,8 +130,7 @@ def cli(
     one polygon layer per class. CHECKPOINT is updated in place unless -o is given; replacing
     an existing mapping (or an existing -o file) needs --overwrite.
     """
-    from geoseg.evaluate import fit_mapping
-    from geoseg.io.labels import parse_names
+    from geoseg.evaluate.mapping import fit_mapping
 
     result = fit_mapping(
         checkpoint,
@@ -140,7 +139,7 @@ def cli(
         store=store,
         max_tiles=max_tiles,
         method=method,
-        names=parse_names(names),
+        names=names,
         column=column,
         fill=fill,
         head=head,

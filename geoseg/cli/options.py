@@ -76,8 +76,17 @@ nodata_opt = click.option(
 )
 
 
+def _parse_names(ctx: click.Context, param: click.Parameter, value: str | None) -> dict:
+    """``--names`` → ``{value: name}`` (the label rules' :func:`geoseg.io.labels.parse_names`;
+    a bad item exits 2 naming ``--names``)."""
+    from geoseg.io.labels import parse_names
+
+    return parse_names(value)
+
+
 names_opt = click.option(
     "--names",
+    callback=_parse_names,
     default=None,
     metavar="V=NAME,...",
     help="Class names of label values, e.g. 1=building,2=road,3=tree ('isprs' for the ISPRS "
@@ -174,8 +183,24 @@ def write_json(json_path: str | None, data, *, overwrite: bool) -> bool:
     if json_path == "-":
         click.echo(text)
         return True
+    write_text(json_path, text, overwrite=overwrite, param="--json")
+    return False
+
+
+def write_text(path: str, text: str, *, overwrite: bool, param: str) -> None:
+    """Write ``text`` to ``path`` atomically (one trailing newline), or to stdout for ``-``."""
+    if path == "-":
+        click.echo(text)
+        return
     from geoseg.paths import atomic_output
 
-    with atomic_output(json_path, overwrite=overwrite, param="--json") as tmp:
-        tmp.write_text(text + "\n")
-    return False
+    with atomic_output(path, overwrite=overwrite, param=param) as tmp:
+        tmp.write_text(text if text.endswith("\n") else text + "\n")
+
+
+def check_train_config(config, overrides) -> None:
+    """Parse a training config and its ``--set`` overrides now, so a typo fails (exit 2)
+    before ``geoseg train`` imports torch (seconds on a busy machine)."""
+    from geoseg.config import TrainConfig, load_config
+
+    load_config(TrainConfig, config, overrides)

@@ -6,7 +6,7 @@ import re
 
 import click
 
-from geoseg.cli.options import json_opt, overwrite_opt, write_json
+from geoseg.cli.options import json_opt, overwrite_opt, write_json, write_text
 
 _AREA = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(px2?|px²|m2|m²)?\s*$")
 
@@ -20,17 +20,6 @@ def _parse_area(ctx: click.Context, param: click.Parameter, value: str):
     return float(found.group(1)), None if unit is None else (
         "px" if unit.startswith("px") else "m2"
     )
-
-
-def _write_text(path: str, text: str, *, overwrite: bool, param: str) -> None:
-    """Write ``text`` to ``path`` atomically, or to stdout for ``-``."""
-    if path == "-":
-        click.echo(text)
-        return
-    from geoseg.paths import atomic_output
-
-    with atomic_output(path, overwrite=overwrite, param=param) as tmp:
-        tmp.write_text(text if text.endswith("\n") else text + "\n")
 
 
 def format_table(result, *, per_image: bool = False) -> str:
@@ -139,7 +128,7 @@ def cli(
     reprojected to a metric CRS). Proposals are matched greedily by confidence; per-AOI and
     total scores sum TP/FP/FN over images.
     """
-    from geoseg.evaluate import score
+    from geoseg.evaluate.spacenet import score
 
     result = score(
         pred,
@@ -156,7 +145,7 @@ def cli(
     if json_path:
         write_json(json_path, result.to_dict(), overwrite=overwrite)
     if csv_path:
-        _write_text(
+        write_text(
             csv_path, result.per_image.to_csv(index=False), overwrite=overwrite, param="--csv"
         )
     if "-" not in (json_path, csv_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.options import device_opt, output_opt, overwrite_opt
+from geoseg.cli.options import check_train_config, device_opt, output_opt, overwrite_opt
 
 
 @click.command("train")
@@ -48,10 +48,7 @@ def cli(
     OUTPUT gets config.yaml, last.pt, best.pt (lowest loss), metrics.csv and quicklook PNGs.
     """
     if not resume:
-        # a typo in the config fails before torch is imported (seconds on a busy machine)
-        from geoseg.config import TrainConfig, load_config
-
-        load_config(TrainConfig, config, overrides)
+        check_train_config(config, overrides)
     from geoseg.train.loop import train
 
     best = train(
