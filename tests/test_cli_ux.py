@@ -41,8 +41,9 @@ def test_verbose_works_after_the_subcommand(capsys, caplog, tmp_path):
 
 def test_quiet_works_after_the_subcommand(capsys, caplog, fixtures, tmp_path):
     with caplog.at_level(logging.WARNING, logger="geoseg"):
-        code, _, err = geoseg(capsys, "vectorize", fixtures["labels"], "-o", tmp_path / "a.gpkg",
-                              "-q")  # fmt: skip
+        code, _, err = geoseg(
+            capsys, "vectorize", fixtures["labels"], "-o", tmp_path / "a.gpkg", "-q"
+        )
     assert code == 0 and not [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "%|" not in err  # no progress bar either
 
@@ -52,10 +53,22 @@ def test_quiet_works_after_the_subcommand(capsys, caplog, fixtures, tmp_path):
 #: options whose absence means "not used" (an optional input, output or filter), so there is
 #: no default value to show
 NOT_USED_WHEN_OMITTED = {
-    "--json", "--csv", "--layers", "--confusion", "--labels", "--image", "--store",
-    "--probabilities", "--pred-filter", "--truth-filter", "--merge", "--names", "--set",
-    "--class", "--config",
-}  # fmt: skip
+    "--json",
+    "--csv",
+    "--layers",
+    "--confusion",
+    "--labels",
+    "--image",
+    "--store",
+    "--probabilities",
+    "--pred-filter",
+    "--truth-filter",
+    "--merge",
+    "--names",
+    "--set",
+    "--class",
+    "--config",
+}
 
 
 def test_every_option_shows_its_default():
@@ -105,8 +118,17 @@ def test_info_names_its_argument_as_its_help_does(capsys, tmp_path):
 
 
 def test_bands_with_spaces_asks_for_commas(capsys, fixtures, tmp_path):
-    code, _, err = geoseg(capsys, "tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr",
-                          "--bands", "red", "green", "blue")  # fmt: skip
+    code, _, err = geoseg(
+        capsys,
+        "tile",
+        fixtures["rgbn"],
+        "-o",
+        tmp_path / "s.zarr",
+        "--bands",
+        "red",
+        "green",
+        "blue",
+    )
     assert code == 2
     assert err.strip() == (
         "Error: --bands: separate bands with commas, not spaces: --bands red,green,blue"
@@ -143,8 +165,9 @@ def test_vectorize_without_class_warns_with_the_count(capsys, caplog, fixtures, 
         code, _, _ = geoseg(capsys, "vectorize", fixtures["labels"], "-o", tmp_path / "a.gpkg")
     n = len(gpd.read_file(tmp_path / "a.gpkg"))
     assert code == 0 and n > 0
-    assert any(f"{n} polygons" in r.getMessage() and "--class" in r.getMessage()
-               for r in caplog.records)  # fmt: skip
+    assert any(
+        f"{n} polygons" in r.getMessage() and "--class" in r.getMessage() for r in caplog.records
+    )
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="geoseg"):
         geoseg(capsys, "vectorize", fixtures["labels"], "-o", tmp_path / "b.gpkg", "--class", "b=1")
@@ -192,9 +215,17 @@ def _raster_over(path, bounds, crs, res):
 
     width = int((bounds[2] - bounds[0]) / res)
     height = int((bounds[3] - bounds[1]) / res)
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1,
-                       dtype="uint8", crs=crs, transform=from_origin(bounds[0], bounds[3], res, res)
-                       ) as dst:  # fmt: skip
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype="uint8",
+        crs=crs,
+        transform=from_origin(bounds[0], bounds[3], res, res),
+    ) as dst:
         dst.write(np.ones((1, height, width), np.uint8))
     return path
 
@@ -211,8 +242,14 @@ def test_score_image_clips_truth_and_converts_px(capsys, data_dir, tmp_path):
     pred.to_crs(gt.crs).to_file(tmp_path / "pred.geojson")
 
     def total(*extra):
-        code, out, err = geoseg(capsys, "score", tmp_path / "pred.geojson",
-                                data_dir / SCORING / "gt.geojson", "--json", *extra)  # fmt: skip
+        code, out, err = geoseg(
+            capsys,
+            "score",
+            tmp_path / "pred.geojson",
+            data_dir / SCORING / "gt.geojson",
+            "--json",
+            *extra,
+        )
         assert code == 0, err
         return json.loads(out)["total"]
 
@@ -250,14 +287,14 @@ def test_evaluate_refuses_a_trivially_perfect_mapping(capsys, fixtures, tmp_path
 
     with rasterio.open(fixtures["labels"]) as src:
         lab, transform, crs = src.read(1), src.transform, src.crs
-    buildings = [shapely.geometry.shape(g) for g, _ in shapes(lab, mask=lab == 1,
-                                                             transform=transform)]  # fmt: skip
+    buildings = [
+        shapely.geometry.shape(g) for g, _ in shapes(lab, mask=lab == 1, transform=transform)
+    ]
     polygons = tmp_path / "buildings.geojson"
     gpd.GeoDataFrame(geometry=buildings, crs=crs).to_file(polygons)
     code, _, err = geoseg(capsys, "evaluate", fixtures["labels"], polygons)
     assert code == 2 and "LABELS" in err and "trivial" in err and "--fill" in err
-    code, out, _ = geoseg(capsys, "evaluate", fixtures["labels"], polygons, "--fill", "2",
-                          "--json")  # fmt: skip
+    code, out, _ = geoseg(capsys, "evaluate", fixtures["labels"], polygons, "--fill", "2", "--json")
     assert code == 0 and json.loads(out)["pixels"] == lab.size  # two classes: scored
 
 
@@ -267,6 +304,17 @@ def test_evaluate_refuses_a_trivially_perfect_mapping(capsys, fixtures, tmp_path
 def test_kmeans_fitting_shows_progress(capsys, fixtures, tmp_path):
     store = tmp_path / "s.zarr"
     assert geoseg(capsys, "-q", "tile", fixtures["rgbn"], "-o", store, "--tile-size", "32")[0] == 0
-    code, _, err = geoseg(capsys, "train", store, "-o", tmp_path / "run", "--method", "kmeans",
-                          "--set", "n_clusters=3", "--device", "cpu")  # fmt: skip
+    code, _, err = geoseg(
+        capsys,
+        "train",
+        store,
+        "-o",
+        tmp_path / "run",
+        "--method",
+        "kmeans",
+        "--set",
+        "n_clusters=3",
+        "--device",
+        "cpu",
+    )
     assert code == 0 and "k-means: tiles" in err and "tile/s" in err

@@ -39,8 +39,7 @@ def exit_code(result) -> int:
 
 
 def kmeans_checkpoint(path, *, tile=32, mapping=None, centroids=CENTROIDS):
-    spec = {"method": "kmeans", "model_cfg": {}, "in_channels": 4,
-            "n_clusters": [len(centroids)]}  # fmt: skip
+    spec = {"method": "kmeans", "model_cfg": {}, "in_channels": 4, "n_clusters": [len(centroids)]}
     net = build_from_spec(spec)
     net.centroids.copy_(torch.tensor(centroids, dtype=torch.float32))
     norm = {"mean": [0.0] * 4, "std": [1.0] * 4, "p2": [0.0] * 4, "p98": [255.0] * 4}
@@ -72,11 +71,15 @@ def test_mapping_from_confusion_majority_and_hungarian():
     hung = mapping_from_confusion(conf, "hungarian")
     assert hung.tolist() == [2, 1, 3, -1, -1]
     record = mapping_record(hung, {1: "road", 2: "building"}, head=0, method="hungarian")
-    assert record == {"head": 0, "method": "hungarian",
-                      "classes": {"road": [1], "building": [0], "class_3": [2]},
-                      "class_ids": {"road": 1, "building": 2, "class_3": 3}}  # fmt: skip
-    record = mapping_record(mapping_from_confusion(conf, "majority"), {}, head=1,
-                            method="majority", skip=(3,))  # fmt: skip
+    assert record == {
+        "head": 0,
+        "method": "hungarian",
+        "classes": {"road": [1], "building": [0], "class_3": [2]},
+        "class_ids": {"road": 1, "building": 2, "class_3": 3},
+    }
+    record = mapping_record(
+        mapping_from_confusion(conf, "majority"), {}, head=1, method="majority", skip=(3,)
+    )
     assert record["classes"] == {"class_1": [1], "class_2": [0, 3]}
 
 
@@ -94,8 +97,14 @@ def test_choose_is_seeded_and_bounded():
 def test_majority_mapping_from_building_polygons(fixtures, building_labels, tmp_path):
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
     out = tmp_path / "mapped.pt"
-    result = fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], output=out,
-                         method="majority", tile_size=32)  # fmt: skip
+    result = fit_mapping(
+        ckpt_path,
+        labels=building_labels,
+        image=fixtures["rgbn"],
+        output=out,
+        method="majority",
+        tile_size=32,
+    )
     mapping = Checkpoint.load(out)["mapping"]
     assert mapping == result["mapping"]
     # both building-coloured clusters, nothing else; background is not stored
@@ -107,8 +116,9 @@ def test_majority_mapping_from_building_polygons(fixtures, building_labels, tmp_
 
 def test_hungarian_keeps_one_cluster_per_class(fixtures, building_labels, tmp_path):
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
-    result = fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"],
-                         method="hungarian")  # fmt: skip
+    result = fit_mapping(
+        ckpt_path, labels=building_labels, image=fixtures["rgbn"], method="hungarian"
+    )
     assert result["mapping"]["classes"] == {"building": [1]}
     assert Checkpoint.load(ckpt_path)["mapping"]["method"] == "hungarian"  # in place
 
@@ -118,15 +128,30 @@ def test_label_budget_limits_tiles(fixtures, tmp_path):
         lab = src.read(1)
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt", tile=32)
     # 96×128 px scene, 32 px tiles: 12 tiles, all labelled (a full class raster)
-    full = fit_mapping(ckpt_path, labels=fixtures["labels"], image=fixtures["rgbn"],
-                       names={1: "building", 2: "road", 3: "vegetation", 4: "soil"},
-                       output=tmp_path / "a.pt", method="majority", tile_size=32)  # fmt: skip
+    full = fit_mapping(
+        ckpt_path,
+        labels=fixtures["labels"],
+        image=fixtures["rgbn"],
+        names={1: "building", 2: "road", 3: "vegetation", 4: "soil"},
+        output=tmp_path / "a.pt",
+        method="majority",
+        tile_size=32,
+    )
     assert full["tiles"] == 12 and full["pixels"] == lab.size
     assert full["mapping"]["classes"] == {
-        "building": [1, 4], "road": [0], "vegetation": [3], "soil": [2]
-    }  # fmt: skip
-    few = fit_mapping(ckpt_path, labels=fixtures["labels"], image=fixtures["rgbn"],
-                      max_tiles=3, output=tmp_path / "b.pt", tile_size=32)  # fmt: skip
+        "building": [1, 4],
+        "road": [0],
+        "vegetation": [3],
+        "soil": [2],
+    }
+    few = fit_mapping(
+        ckpt_path,
+        labels=fixtures["labels"],
+        image=fixtures["rgbn"],
+        max_tiles=3,
+        output=tmp_path / "b.pt",
+        tile_size=32,
+    )
     assert few["tiles"] == 3 and few["pixels"] == 3 * 32 * 32
 
 
@@ -134,11 +159,18 @@ def test_mapping_from_a_tile_store(fixtures, tmp_path):
     from geoseg.tiles.writer import tile
 
     store = tmp_path / "tiles.zarr"
-    tile(fixtures["rgbn"], store, tile_size=32, overlap=0, labels=fixtures["labels"],
-         scheduler="sync")  # fmt: skip
+    tile(
+        fixtures["rgbn"],
+        store,
+        tile_size=32,
+        overlap=0,
+        labels=fixtures["labels"],
+        scheduler="sync",
+    )
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
-    result = fit_mapping(ckpt_path, store=store, max_tiles=50, output=tmp_path / "m.pt",
-                         method="majority")  # fmt: skip
+    result = fit_mapping(
+        ckpt_path, store=store, max_tiles=50, output=tmp_path / "m.pt", method="majority"
+    )
     assert result["tiles"] == 12
     assert sorted(result["mapping"]["classes"].values()) == [[0], [1, 4], [2], [3]]
 
@@ -147,8 +179,7 @@ def test_store_of_footprints_treats_unlabelled_as_background(fixtures, building_
     from geoseg.tiles.writer import tile
 
     store = tmp_path / "tiles.zarr"
-    tile(fixtures["rgbn"], store, tile_size=32, overlap=0, labels=building_labels,
-         scheduler="sync")  # fmt: skip
+    tile(fixtures["rgbn"], store, tile_size=32, overlap=0, labels=building_labels, scheduler="sync")
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
     result = fit_mapping(ckpt_path, store=store, output=tmp_path / "m.pt", method="majority")
     assert list(result["mapping"]["classes"].values()) == [[1, 4]]
@@ -176,8 +207,13 @@ def test_existing_mapping_needs_overwrite(fixtures, building_labels, tmp_path):
     fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"])
     with pytest.raises(BadInput, match="already holds a mapping"):
         fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"])
-    fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], overwrite=True,
-                method="hungarian")  # fmt: skip
+    fit_mapping(
+        ckpt_path,
+        labels=building_labels,
+        image=fixtures["rgbn"],
+        overwrite=True,
+        method="hungarian",
+    )
     assert Checkpoint.load(ckpt_path)["mapping"]["method"] == "hungarian"
 
 
@@ -219,8 +255,10 @@ def test_cli_map_then_predict_uses_the_mapping(fixtures, building_labels, tmp_pa
     outputs = predict(fixtures["rgbn"], ckpt_path, tmp_path / "out", scheduler="sync")
     metrics = evaluate(outputs["building"], building_labels, fill=2, names={2: "other"})
     assert metrics["building_iou"] > 0.9
-    res = CliRunner().invoke(group, ["map", str(ckpt_path), "--labels", str(building_labels),
-                                     "--image", str(fixtures["rgbn"])])  # fmt: skip
+    res = CliRunner().invoke(
+        group,
+        ["map", str(ckpt_path), "--labels", str(building_labels), "--image", str(fixtures["rgbn"])],
+    )
     assert exit_code(res) == 2
     res = CliRunner().invoke(group, ["map", str(tmp_path / "nope.pt"), "--store", "x.zarr"])
     assert exit_code(res) == 2
@@ -230,11 +268,13 @@ def test_class_names_from_a_text_column(fixtures, tmp_path):
     with rasterio.open(fixtures["labels"]) as src:
         lab, transform, crs = src.read(1), src.transform, src.crs
     names = {BUILDING: "building", VEGETATION: "tree"}
-    rows = [(shape(g), names[int(v)]) for g, v in shapes(lab, transform=transform)
-            if int(v) in names]  # fmt: skip
+    rows = [
+        (shape(g), names[int(v)]) for g, v in shapes(lab, transform=transform) if int(v) in names
+    ]
     path = tmp_path / "labels.gpkg"
-    gpd.GeoDataFrame({"kind": [n for _, n in rows]}, geometry=[g for g, _ in rows],
-                     crs=crs).to_file(path)  # fmt: skip
+    gpd.GeoDataFrame(
+        {"kind": [n for _, n in rows]}, geometry=[g for g, _ in rows], crs=crs
+    ).to_file(path)
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt")
     result = fit_mapping(ckpt_path, labels=path, image=fixtures["rgbn"], column="kind")
     assert result["mapping"]["classes"] == {"building": [1, 4], "tree": [3]}

@@ -21,11 +21,15 @@ def _geojson(path, geoms, crs="EPSG:32611", values=None):
         {"type": "Feature", "properties": {"label": int(v)}, "geometry": mapping(g)}
         for g, v in zip(geoms, values or [1] * len(geoms), strict=True)
     ]
-    path.write_text(json.dumps({
-        "type": "FeatureCollection",
-        "crs": {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{epsg}"}},
-        "features": feats,
-    }))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "crs": {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{epsg}"}},
+                "features": feats,
+            }
+        )
+    )
     return path
 
 
@@ -75,11 +79,13 @@ def test_label_raster_on_another_transform_is_refused(fixtures, tmp_path):
     with rasterio.open(fixtures["labels"]) as src:
         data = src.read()
     shifted = write_raster(
-        tmp_path / "shifted.tif", data,
+        tmp_path / "shifted.tif",
+        data,
         transform=Affine.translation(500010.0, 4000000.0) * Affine.scale(0.5, -0.5),
-    )  # fmt: skip
-    r = geoseg("tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr", "--tile-size", 64,
-               "--labels", shifted)  # fmt: skip
+    )
+    r = geoseg(
+        "tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr", "--tile-size", 64, "--labels", shifted
+    )
     assert_refused(r, "--labels", "transform", "shifted.tif")
     assert not (tmp_path / "s.zarr").exists()
 
@@ -88,16 +94,18 @@ def test_label_raster_in_another_crs_is_refused(fixtures, tmp_path):
     with rasterio.open(fixtures["labels"]) as src:
         data = src.read()
     other = write_raster(tmp_path / "other_crs.tif", data, crs="EPSG:32612")
-    r = geoseg("tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr", "--tile-size", 64,
-               "--labels", other)  # fmt: skip
+    r = geoseg(
+        "tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr", "--tile-size", 64, "--labels", other
+    )
     assert_refused(r, "--labels", "crs", "other_crs.tif")
 
 
 def test_labels_that_do_not_overlap_the_image_are_refused(fixtures, tmp_path):
     """Footprints of another town: today the store says "with labels" and holds only zeros."""
     far = _geojson(tmp_path / "far.geojson", [box(600000, 4100000, 600050, 4100050)])
-    r = geoseg("tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr", "--tile-size", 64,
-               "--labels", far)  # fmt: skip
+    r = geoseg(
+        "tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr", "--tile-size", 64, "--labels", far
+    )
     assert_refused(r, "--labels", "far.geojson", "--allow-empty-labels")
     assert not (tmp_path / "s.zarr").exists()
 
@@ -105,16 +113,26 @@ def test_labels_that_do_not_overlap_the_image_are_refused(fixtures, tmp_path):
 def test_an_empty_label_file_is_refused(fixtures, tmp_path):
     empty = tmp_path / "empty.geojson"
     empty.write_text('{"type": "FeatureCollection", "features": []}')
-    r = geoseg("tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr", "--tile-size", 64,
-               "--labels", empty)  # fmt: skip
+    r = geoseg(
+        "tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr", "--tile-size", 64, "--labels", empty
+    )
     assert_refused(r, "--labels", "empty.geojson")
 
 
 def test_allow_empty_labels_warns_loudly_and_does_not_claim_labels(fixtures, tmp_path):
     """A real process, so the warning is seen on stderr as a user sees it."""
     far = _geojson(tmp_path / "far.geojson", [box(600000, 4100000, 600050, 4100050)])
-    proc = spawn("tile", fixtures["rgbn"], "-o", tmp_path / "s.zarr", "--tile-size", 64,
-                 "--labels", far, "--allow-empty-labels")  # fmt: skip
+    proc = spawn(
+        "tile",
+        fixtures["rgbn"],
+        "-o",
+        tmp_path / "s.zarr",
+        "--tile-size",
+        64,
+        "--labels",
+        far,
+        "--allow-empty-labels",
+    )
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "warning" in err.lower() and "far.geojson" in err

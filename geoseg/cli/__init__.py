@@ -234,9 +234,13 @@ def _run(argv: list[str]) -> int:
 
 #: what libraries say when a write hit a full disk without an errno (torch.save, GDAL)
 _DISK_FULL_TEXT = (
-    "no space left on device", "file write failed", "free disk space", "io error writing",
-    "write error", "error writing",
-)  # fmt: skip
+    "no space left on device",
+    "file write failed",
+    "free disk space",
+    "io error writing",
+    "write error",
+    "error writing",
+)
 _OUTPUT_OPTIONS = ("-o", "--output")
 #: what GDAL says (no errno) when it cannot create a file
 _DENIED_TEXT = ("read-only file system", "permission denied")

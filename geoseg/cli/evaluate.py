@@ -26,9 +26,13 @@ def format_metrics(result: dict) -> str:
 @click.command(name="evaluate")
 @click.argument("pred", type=click.Path())
 @click.argument("labels", type=click.Path())
-@click.option("--merge", type=click.Choice(["potsdam3"]), default=None,
-              help="Merge label classes first: potsdam3 = {impervious, car}, {building, "
-              "clutter}, {low vegetation, tree}.")  # fmt: skip
+@click.option(
+    "--merge",
+    type=click.Choice(["potsdam3"]),
+    default=None,
+    help="Merge label classes first: potsdam3 = {impervious, car}, {building, "
+    "clutter}, {low vegetation, tree}.",
+)
 @click.option(
     "--method",
     type=click.Choice(["hungarian", "majority", "identity"]),

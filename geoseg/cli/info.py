@@ -28,8 +28,11 @@ def cli(path: str, json_path: str | None, no_stats: bool, overwrite: bool) -> No
 def _table(info: dict) -> str:
     skip = {"bands", "crs_wkt"}
     lines = [f"{key:>14}: {value}" for key, value in info.items() if key not in skip]
-    columns = [k for k in ("index", "name", "dtype", "min", "max", "mean", "std", "p2", "p98")
-               if any(k in b for b in info["bands"])]  # fmt: skip
+    columns = [
+        k
+        for k in ("index", "name", "dtype", "min", "max", "mean", "std", "p2", "p98")
+        if any(k in b for b in info["bands"])
+    ]
     lines.append("")
     lines.append("  ".join(f"{c:>10}" for c in columns))
     for band in info["bands"]:

@@ -79,8 +79,9 @@ def choose(candidates: list, max_tiles: int, seed: int) -> list:
     return [candidates[i] for i in sorted(picked)]
 
 
-def _image_tiles(image, labels, ckpt, *, column, fill, names, max_tiles, seed, size,
-                 nodata) -> tuple:  # fmt: skip
+def _image_tiles(
+    image, labels, ckpt, *, column, fill, names, max_tiles, seed, size, nodata
+) -> tuple:
     """Labelled tiles of a raster: ``(iterator of (image, valid, label, use), n, names)``.
 
     Tiles are ``size`` px windows of the grid anchored at pixel (0, 0); each is read with
@@ -98,11 +99,14 @@ def _image_tiles(image, labels, ckpt, *, column, fill, names, max_tiles, seed, s
     src = open_raster(image, param="--image")
     # the band contract, as predict: by name and pixel type (docs/reliability.md)
     bands = match_bands(
-        file_band_labels(src), src.dtypes[0],
+        file_band_labels(src),
+        src.dtypes[0],
         model_names=ckpt.get("band_names") or [f"b{b}" for b in ckpt["bands"]],
-        model_bands=ckpt["bands"], model_dtype=ckpt.get("dtype"),
-        model_count=ckpt.get("band_count"), name=Path(image).name,
-    )  # fmt: skip
+        model_bands=ckpt["bands"],
+        model_dtype=ckpt.get("dtype"),
+        model_count=ckpt.get("band_count"),
+        name=Path(image).name,
+    )
     windows = [
         (row, col)
         for row, col in TileGrid.for_prediction(size, 0).windows(src.height, src.width)
@@ -118,15 +122,24 @@ def _image_tiles(image, labels, ckpt, *, column, fill, names, max_tiles, seed, s
         if ((lab > 0) & (lab != fill)).any():
             labelled.append(window)
     chosen = choose(labelled, max_tiles, seed)
-    log.info("%d of %d tiles of %s carry labels; using %d", len(labelled), len(windows),
-             Path(image).name, len(chosen))  # fmt: skip
+    log.info(
+        "%d of %d tiles of %s carry labels; using %d",
+        len(labelled),
+        len(windows),
+        Path(image).name,
+        len(chosen),
+    )
 
     def tiles() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         try:
             for window in chosen:
                 m = CONTEXT
-                wide = Window(window.col_off - m, window.row_off - m,
-                              window.width + 2 * m, window.height + 2 * m)  # fmt: skip
+                wide = Window(
+                    window.col_off - m,
+                    window.row_off - m,
+                    window.width + 2 * m,
+                    window.height + 2 * m,
+                )
                 data, valid = read_window(src, wide, bands, nodata=nodata)
                 lab = np.zeros(valid.shape, np.uint8)
                 use = np.zeros(valid.shape, bool)
@@ -153,10 +166,12 @@ def _store_tiles(store, ckpt, *, fill, max_tiles, seed) -> tuple:
     if not tiles_store.has_labels:
         raise BadInput(f"{store} has no label array; tile it with --labels", param="--store")
     if len(tiles_store.bands) != len(ckpt["bands"]):
-        raise BadInput(f"{store} has {len(tiles_store.bands)} bands but the model expects "
-                       f"{len(ckpt['bands'])}", param="--store")  # fmt: skip
-    labelled = [i for i in range(tiles_store.n_tiles)
-                if np.any(tiles_store.label[i] > 0)]  # fmt: skip
+        raise BadInput(
+            f"{store} has {len(tiles_store.bands)} bands but the model expects "
+            f"{len(ckpt['bands'])}",
+            param="--store",
+        )
+    labelled = [i for i in range(tiles_store.n_tiles) if np.any(tiles_store.label[i] > 0)]
     chosen = choose(labelled, max_tiles, seed)
     names = {int(v): str(k) for k, v in tiles_store.label_classes.items()}
 
@@ -247,8 +262,9 @@ def fit_mapping(
     from geoseg.evaluate.naming import name_by_iou
 
     if method not in ("iou", "majority", "hungarian"):
-        raise BadInput(f"unknown method {method!r}; use iou, majority or hungarian",
-                       param="--method")  # fmt: skip
+        raise BadInput(
+            f"unknown method {method!r}; use iou, majority or hungarian", param="--method"
+        )
     if max_tiles < 1:
         raise BadInput(f"{max_tiles} must be at least 1", param="--max-tiles")
     if tile_size < 8:
@@ -262,8 +278,11 @@ def fit_mapping(
     if output is not None:
         check_output(target, overwrite=overwrite, param="--output")
     elif ckpt.get("mapping") and not overwrite:
-        raise BadInput(f"{checkpoint} already holds a mapping; pass --overwrite to replace it "
-                       "or -o to write a new checkpoint", param="CHECKPOINT")  # fmt: skip
+        raise BadInput(
+            f"{checkpoint} already holds a mapping; pass --overwrite to replace it "
+            "or -o to write a new checkpoint",
+            param="CHECKPOINT",
+        )
     ckpt = strip_head(ckpt)
     n_heads = len(ckpt["n_clusters"])
     linear = head in ("linear", "mlp")
@@ -278,12 +297,22 @@ def fit_mapping(
             found[fill] = "background"
     else:
         tiles, n_tiles, found = _image_tiles(
-            image, labels, ckpt, column=column, fill=fill or 0, names=names,
-            max_tiles=max_tiles, seed=seed, size=tile_size, nodata=nodata,
-        )  # fmt: skip
+            image,
+            labels,
+            ckpt,
+            column=column,
+            fill=fill or 0,
+            names=names,
+            max_tiles=max_tiles,
+            seed=seed,
+            size=tile_size,
+            nodata=nodata,
+        )
     if n_tiles == 0:
-        raise BadInput("no tile carries a label; check that the labels overlap the image",
-                       param="--labels" if store is None else "--store")  # fmt: skip
+        raise BadInput(
+            "no tile carries a label; check that the labels overlap the image",
+            param="--labels" if store is None else "--store",
+        )
     table = {**found, **(names or {})}
     skip = skip + tuple(v for v, n in table.items() if n == "background" and v not in skip)
     tiles = list(progress(tiles, total=n_tiles, desc="map", unit="tile"))
@@ -316,8 +345,10 @@ def fit_mapping(
         if best is None or score > best[0]:
             best = (score, h, total, assignment, estimates)
     if best is None or not best[4]:
-        raise BadInput("no cluster got a class: the labelled tiles hold no labelled valid "
-                       "pixel", param="--labels")  # fmt: skip
+        raise BadInput(
+            "no cluster got a class: the labelled tiles hold no labelled valid pixel",
+            param="--labels",
+        )
     _, h, total, assignment, estimates = best
     record = mapping_record(assignment, table, head=h, method=method, skip=skip)
     if not record["classes"]:
@@ -330,11 +361,25 @@ def fit_mapping(
     ckpt["mapping"] = record
     save_checkpoint(ckpt, target)
     acc = accuracy(total, assignment)
-    log.info("mapping of head %d from %d tiles (%d pixels): %s; accuracy on them %.3f, IoU %s",
-             h, n_tiles, int(total.sum()), record["classes"], acc, by_name)  # fmt: skip
-    return {"mapping": record, "tiles": n_tiles, "pixels": int(total.sum()), "accuracy": acc,
-            "estimated_iou": by_name, "warning": warning, "confusion": total.tolist(),
-            "output": str(target)}  # fmt: skip
+    log.info(
+        "mapping of head %d from %d tiles (%d pixels): %s; accuracy on them %.3f, IoU %s",
+        h,
+        n_tiles,
+        int(total.sum()),
+        record["classes"],
+        acc,
+        by_name,
+    )
+    return {
+        "mapping": record,
+        "tiles": n_tiles,
+        "pixels": int(total.sum()),
+        "accuracy": acc,
+        "estimated_iou": by_name,
+        "warning": warning,
+        "confusion": total.tolist(),
+        "output": str(target),
+    }
 
 
 def _confusion(model, ckpt, tiles, head: int, device: str) -> np.ndarray:
@@ -401,11 +446,13 @@ def _fit_linear(ckpt, model, tiles, table, skip, *, target, options) -> dict[str
         x = normalize(data, ckpt["norm"]).astype(np.float32)
         x[:, ~valid] = 0.0
         windows.append((x, lab, use))
-    n_pixels = int(sum(((lab == value) | np.isin(lab, background))[use].sum()
-                       for _, lab, use in windows))  # fmt: skip
+    n_pixels = int(
+        sum(((lab == value) | np.isin(lab, background))[use].sum() for _, lab, use in windows)
+    )
     if not any((lab[use] == value).any() for _, lab, use in windows):
-        raise BadInput(f"the labelled tiles hold no {table.get(value, value)} pixel",
-                       param="--labels")  # fmt: skip
+        raise BadInput(
+            f"the labelled tiles hold no {table.get(value, value)} pixel", param="--labels"
+        )
     try:
         options = {"cluster_heads": range(len(ckpt["n_clusters"])), **options}
         record = fit_head(model, windows, target=value, background=background, **options)
@@ -416,11 +463,22 @@ def _fit_linear(ckpt, model, tiles, table, skip, *, target, options) -> dict[str
     ckpt["n_clusters"] = list(ckpt["n_clusters"]) + [2]
     if "head_names" in ckpt:
         ckpt["head_names"] = list(ckpt["head_names"]) + [HEAD_NAME]
-    ckpt["mapping"] = {"head": len(ckpt["n_clusters"]) - 1, "method": record["kind"],
-                       "classes": {name: [1]}, "class_ids": {name: int(value)}}  # fmt: skip
+    ckpt["mapping"] = {
+        "head": len(ckpt["n_clusters"]) - 1,
+        "method": record["kind"],
+        "classes": {name: [1]},
+        "class_ids": {name: int(value)},
+    }
     save_checkpoint(ckpt, target)
     by_name = {name: round(record["estimated_iou"], 4)}
     warning = _warn_if_poor(by_name)
-    return {"mapping": ckpt["mapping"], "tiles": len(windows), "pixels": n_pixels,
-            "accuracy": None, "estimated_iou": by_name, "warning": warning,
-            "confusion": None, "output": str(target)}  # fmt: skip
+    return {
+        "mapping": ckpt["mapping"],
+        "tiles": len(windows),
+        "pixels": n_pixels,
+        "accuracy": None,
+        "estimated_iou": by_name,
+        "warning": warning,
+        "confusion": None,
+        "output": str(target),
+    }

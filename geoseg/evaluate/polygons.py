@@ -206,11 +206,15 @@ def swapped_hint(pred: str | Path, truth: str | Path) -> str | None:
     confidence while PRED carries neither.
     """
     p_cols, t_cols = _columns(Path(pred)), _columns(Path(truth))
-    signs = (("geoseg's output columns", GEOSEG_COLUMNS, 2),
-             ("a confidence column", set(CONFIDENCE_COLUMNS), 1))  # fmt: skip
+    signs = (
+        ("geoseg's output columns", GEOSEG_COLUMNS, 2),
+        ("a confidence column", set(CONFIDENCE_COLUMNS), 1),
+    )
     for what, names, enough in signs:
         if len(t_cols & names) >= enough and not p_cols & names:
             found = ", ".join(sorted(t_cols & names))
-            return (f"TRUTH has {what} ({found}) and PRED has none: are they swapped? The order "
-                    "is geoseg score PRED TRUTH")  # fmt: skip
+            return (
+                f"TRUTH has {what} ({found}) and PRED has none: are they swapped? The order "
+                "is geoseg score PRED TRUTH"
+            )
     return None

@@ -48,18 +48,21 @@ def raster_confusion(
     left out. Returns the matrix and the label value → name table (after ``merge``).
     """
     if merge is not None and merge not in MERGES:
-        raise BadInput(f"unknown merge {merge!r}; choose from {', '.join(MERGES)}",
-                       param="--merge")  # fmt: skip
+        raise BadInput(f"unknown merge {merge!r}; choose from {', '.join(MERGES)}", param="--merge")
     from rasterio.windows import Window
 
     total = None
     with open_raster(Path(pred), param="PRED") as src:
         if src.count != 1:
-            raise BadInput(f"{Path(pred).name} has {src.count} bands; give a single-band "
-                           "cluster or class raster", param="PRED")  # fmt: skip
+            raise BadInput(
+                f"{Path(pred).name} has {src.count} bands; give a single-band "
+                "cluster or class raster",
+                param="PRED",
+            )
         if np.issubdtype(np.dtype(src.dtypes[0]), np.floating):
-            raise BadInput(f"{Path(pred).name} holds floats; give integer cluster/class ids",
-                           param="PRED")  # fmt: skip
+            raise BadInput(
+                f"{Path(pred).name} holds floats; give integer cluster/class ids", param="PRED"
+            )
         grid = Grid.of(src)
         with LabelReader(
             labels, grid, column=column, fill=fill, names=names, reproject=True, param="LABELS"
@@ -80,8 +83,11 @@ def raster_confusion(
         table = dict(MERGES[merge][1])
         table.update(names or {})
     if total is None or total.sum() == 0:
-        raise BadInput("no pixel is both valid in the prediction and labelled; check that the "
-                       "two overlap and that labels are not all 0", param="LABELS")  # fmt: skip
+        raise BadInput(
+            "no pixel is both valid in the prediction and labelled; check that the "
+            "two overlap and that labels are not all 0",
+            param="LABELS",
+        )
     return total, table
 
 
@@ -118,10 +124,12 @@ def evaluate(
         ``label_values``.
     """
     if method not in ("hungarian", "majority", "identity"):
-        raise BadInput(f"unknown method {method!r}; use hungarian, majority or identity",
-                       param="--method")  # fmt: skip
-    confusion, table = raster_confusion(pred, labels, merge=merge, column=column, fill=fill,
-                                        names=names)  # fmt: skip
+        raise BadInput(
+            f"unknown method {method!r}; use hungarian, majority or identity", param="--method"
+        )
+    confusion, table = raster_confusion(
+        pred, labels, merge=merge, column=column, fill=fill, names=names
+    )
     _refuse_single_class(confusion, table, method)
     result = pixel_metrics(confusion, method=method, class_names=table)
     result["label_values"] = list(range(confusion.shape[1]))
