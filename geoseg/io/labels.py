@@ -95,10 +95,12 @@ def raster_classes(path: str | Path) -> dict[str, int]:
     with open_raster(path, param="--labels") as src:
         if src.count >= 3:
             return dict(ISPRS_CLASSES)
+        nodata = src.nodata
     values = file_values(path)
     if is_building_mask(values):
         return {"building": 1}
-    if max(values) > 255 or min(values) < 0:
+    values = values - {nodata}  # nodata reads as 0 = unlabelled (LabelReader.read)
+    if max(values, default=0) > 255 or min(values, default=0) < 0:
         raise BadInput(f"{path} has label values outside 0..255", param="--labels")
     return {str(v): v for v in sorted(values) if v > 0}
 
