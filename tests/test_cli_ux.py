@@ -318,3 +318,18 @@ def test_kmeans_fitting_shows_progress(capsys, fixtures, tmp_path):
         "cpu",
     )
     assert code == 0 and "k-means: tiles" in err and "tile/s" in err
+
+
+def test_a_geos_error_names_the_vector_inputs():
+    """shapely's GEOSException from a broken polygon: exit 2, the vector files named."""
+    import shapely
+
+    from geoseg.cli import _explain
+
+    try:
+        shapely.from_wkt("POLYGON ((0 0, 1 1, 0))")
+    except Exception as exc:  # shapely.errors.GEOSException
+        error = exc
+    argv = ["score", "pred.geoparquet", "truth.csv", "--image", "scene.tif"]
+    code, message = _explain(error, argv)
+    assert code == 2 and message.startswith("pred.geoparquet, truth.csv: invalid geometry")

@@ -244,7 +244,6 @@ _DISK_FULL_TEXT = (
 _OUTPUT_OPTIONS = ("-o", "--output")
 #: what GDAL says (no errno) when it cannot create a file
 _DENIED_TEXT = ("read-only file system", "permission denied")
-_VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet", ".csv")
 
 
 def _explain(exc: Exception, argv: list[str]) -> tuple[int, str] | None:
@@ -282,7 +281,10 @@ def _explain(exc: Exception, argv: list[str]) -> tuple[int, str] | None:
             )
     for e in chain:
         if type(e).__name__ == "GEOSException":
-            files = [a for a in argv if a.lower().endswith(_VECTOR_SUFFIXES)]
+            from geoseg.io.labels import VECTOR_SUFFIXES
+
+            polygons = (*VECTOR_SUFFIXES, ".csv")  # and SpaceNet CSVs (WKT polygons)
+            files = [a for a in argv if a.lower().endswith(polygons)]
             named = ", ".join(files) or "an input vector file"
             return 2, (
                 f"{named}: invalid geometry ({_one_line(e)}); repair it (e.g. "
