@@ -290,7 +290,10 @@ class LabelReader:
         if values.dtype.kind in "iuf":
             numbers = values.dropna()  # 0 / empty: an unlabelled polygon, not burnt
             if len(numbers) and (numbers.min() < 0 or numbers.max() > 255):
-                raise BadInput(f"column {column!r} values must be within 1..255", param="--column")
+                raise BadInput(
+                    f"column {column!r} values must be class ids within 1..255 (0: unlabelled)",
+                    param="--column",
+                )
             return
         if classes is None:
             # class names in the column: values 1..n in name order, the names kept
@@ -300,8 +303,8 @@ class LabelReader:
                     f"column {column!r} holds {len(found)} names; at most 254", param="--column"
                 )
             classes = {name: i for i, name in enumerate(found, start=1)}
-            self.names = {i: name for name, i in classes.items()}
         self._classes = dict(classes)
+        self.names = {i: name for name, i in self._classes.items()}
 
     def _rasterize(self, window) -> np.ndarray:
         import pyogrio
