@@ -125,24 +125,37 @@ def demo(
 
     step("tile")
     store = tile(
-        [image], output / "tiles.zarr", bands=BANDS, tile_size=TILE_SIZE, overlap=OVERLAP,
+        [image],
+        output / "tiles.zarr",
+        bands=BANDS,
+        tile_size=TILE_SIZE,
+        overlap=OVERLAP,
         labels=labels,
-    )  # fmt: skip
+    )
     done("tile")
 
     step("train")
     best = train(
-        store, output / "run", config=BUILDINGS_CONFIG if config is None else config,
-        overrides=overrides, device=device,
-    )  # fmt: skip
+        store,
+        output / "run",
+        config=BUILDINGS_CONFIG if config is None else config,
+        overrides=overrides,
+        device=device,
+    )
     done("train")
 
     step("map")
     try:
         mapping = fit_mapping(
-            best, labels=labels, image=image, column="label", names=LABEL_NAMES,
-            max_tiles=MAP_TILES, device=device, head="mlp",
-        )  # fmt: skip
+            best,
+            labels=labels,
+            image=image,
+            column="label",
+            names=LABEL_NAMES,
+            max_tiles=MAP_TILES,
+            device=device,
+            head="mlp",
+        )
     except NoClassFound as exc:
         log.warning("%s", exc)
         mapping = {"mapping": {"classes": {}}, "tiles": MAP_TILES}
@@ -157,8 +170,9 @@ def demo(
     else:
         log.warning(
             "no cluster is mostly building in the %d labelled tiles, so nothing is predicted as "
-            "building; train longer (--set schedule.steps=...)", mapping["tiles"],
-        )  # fmt: skip
+            "building; train longer (--set schedule.steps=...)",
+            mapping["tiles"],
+        )
         written = predict(image, best, output, device=device)
         vector = _empty_buildings(written["clusters"])
     done("predict")
@@ -178,10 +192,14 @@ def demo(
     paths["qgis-project"] = str(project)
     paths["report"] = str(report(output, overwrite=True))  # the page of everything above
     # the plain command that reproduces the printed score (same filter, same area in m²)
-    command = (f"geoseg score {vector} {labels} --truth-filter label=1 "
-               f"--min-area {MIN_AREA_M2!r}m2")  # fmt: skip
-    return {"paths": paths, "score": result.total, "mapping": mapping, "seconds": seconds,
-            "score_command": command}  # fmt: skip
+    command = f"geoseg score {vector} {labels} --truth-filter label=1 --min-area {MIN_AREA_M2!r}m2"
+    return {
+        "paths": paths,
+        "score": result.total,
+        "mapping": mapping,
+        "seconds": seconds,
+        "score_command": command,
+    }
 
 
 def _empty_buildings(clusters: Path) -> Path:

@@ -150,16 +150,27 @@ ABLATIONS: dict[str, dict[str, Any]] = {
         **METHODS["default"],
         "map": {},
         "predict": {"polygons": {"min_area": 10.0, "fill_holes": True}},
-    },  # fmt: skip
+    },
     "default-no-superpixels": {
         **METHODS["default"],
         "map": {"head": "mlp", "head_options": {"superpixels": False}},
-    },  # fmt: skip
+    },
     "default-no-clusters": {
         **METHODS["default"],
         "map": {"head": "mlp", "head_options": {"cluster_heads": []}},
-    },  # fmt: skip
+    },
     "default-no-cleanup": {**METHODS["default"], "predict": _CLEANUP_OFF},
+    # superpixel parameters in pixels whatever the resolution (heads fitted before they were
+    # set from the scene's pixel size in metres)
+    "default-superpixels-px": {
+        **METHODS["default"],
+        "map": {"head": "mlp", "head_options": {"pixel_size": None}},
+    },
+    # superpixel parameters from the scene's pixel size (geoseg.refine.superpixels.params_for)
+    "default-superpixels-m": {
+        **METHODS["default"],
+        "map": {"head": "mlp", "head_options": {"superpixels": True}},
+    },
     "default-linear": {**METHODS["default"], "map": {"head": "linear"}},
 }
 METHODS.update(ABLATIONS)

@@ -29,16 +29,23 @@ def test_demo_runs_end_to_end_and_prints_the_score(tmp_path):
     steps = ["--set", "schedule.steps=6", "--set", "schedule.eval_every=3"]
     run = subprocess.run(
         [sys.executable, "-m", "geoseg", "-q", "demo", "-o", str(out), *steps],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "precision" in run.stdout and "recall" in run.stdout and "F1" in run.stdout
     stem = "MUL-PanSharpen_AOI_2_Vegas_img2144_uint8"
     for name in (
-        f"{stem}_clusters.tif", f"{stem}_clusters.qml",
-        f"{stem}_buildings.gpkg", f"{stem}_buildings.qml", "quicklook.png",
-        "score_layers.gpkg", "run/best.pt", "run/metrics.csv",
-    ):  # fmt: skip
+        f"{stem}_clusters.tif",
+        f"{stem}_clusters.qml",
+        f"{stem}_buildings.gpkg",
+        f"{stem}_buildings.qml",
+        "quicklook.png",
+        "score_layers.gpkg",
+        "run/best.pt",
+        "run/metrics.csv",
+    ):
         assert (out / name).exists(), name
     # no speck polygons and no road-network "building": the largest true footprint of the
     # scene is ~1,100 m² (labels.geojson), the road network that once came out was 3,525 m²

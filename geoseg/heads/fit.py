@@ -15,7 +15,9 @@ of which buildings are often a few percent). Three choices keep it honest with s
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,11 +43,43 @@ MLP_STEPS = 600
 THRESHOLDS = np.round(np.arange(0.2, 0.91, 0.05), 2)
 
 
+def ground_pixel_size(image: str | Path) -> float | None:
+    """The raster's pixel size in metres (square root of its centre pixel's area, measured in
+    UTM when the CRS is geographic or not in metres), or None without a CRS (a PNG): the
+    superpixels' ground-unit parameters need it (:func:`geoseg.refine.superpixels.params_for`).
+    """
+    import rasterio
+    import shapely
+    from pyproj import Transformer
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from geoseg.io.crs import metric_crs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(image) as src:
+            crs, t, bounds = src.crs, src.transform, src.bounds
+            col, row = src.width // 2, src.height // 2
+    if crs is None:
+        return None
+    pixel = shapely.box(*(t * (col, row + 1)), *(t * (col + 1, row)))
+    target = metric_crs(crs, bounds)
+    if target is not None:
+        to = Transformer.from_crs(crs, target, always_xy=True).transform
+        pixel = shapely.transform(pixel, lambda xy: np.column_stack(to(xy[:, 0], xy[:, 1])))
+    return float(np.sqrt(pixel.area))
+
+
 def _placeholder(base: torch.nn.Module, n_features: int, record: dict[str, Any]) -> HeadedModel:
     """A HeadedModel with identity standardisation, to compute raw features."""
-    rec = {**record, "mean": np.zeros(n_features, np.float32),
-           "std": np.ones(n_features, np.float32), "weight": np.zeros(n_features, np.float32),
-           "bias": 0.0, "threshold": 0.5}  # fmt: skip
+    rec = {
+        **record,
+        "mean": np.zeros(n_features, np.float32),
+        "std": np.ones(n_features, np.float32),
+        "weight": np.zeros(n_features, np.float32),
+        "bias": 0.0,
+        "threshold": 0.5,
+    }
     return HeadedModel(base, rec).eval()
 
 
@@ -110,6 +144,7 @@ def fit_head(
     pyramid: bool = True,
     kind: str = "linear",
     seed: int = 0,
+    pixel_size: float | None = None,
 ) -> dict[str, Any]:
     """Fit the head from normalised labelled windows; return the checkpoint's ``fewshot`` record.
 
@@ -126,6 +161,9 @@ def fit_head(
         kind: ``linear`` (logistic regression) or ``mlp`` (one hidden layer of
             :data:`HIDDEN` ReLUs, weight decay, class-balanced, early-stopped by a step budget).
         seed: the MLP's initialisation and minibatch order.
+        pixel_size: the scene's pixel size in metres (None: unknown, e.g. a PNG): sets the
+            superpixels' parameters in ground units (:func:`geoseg.refine.superpixels.
+            params_for`), stored in the record so that predict uses the same.
 
     Returns:
         The ``fewshot`` record (plain lists and floats) with ``estimated_iou``, ``pixels`` and
@@ -134,6 +172,7 @@ def fit_head(
     from sklearn.linear_model import LogisticRegression
 
     from geoseg.models.pyramid import n_features
+    from geoseg.refine.superpixels import params_for
 
     tiles = list(tiles)
     if not tiles:
@@ -148,6 +187,8 @@ def fit_head(
             "cluster_heads": heads,
             "temperatures": temps,
             "superpixels": bool(superpixels),
+            "pixel_size": None if pixel_size is None else float(pixel_size),
+            "superpixel_params": params_for(pixel_size),
             "tile_size": TILE,
             "polygons": {"min_area": MIN_BUILDING_M2, "fill_holes": True},
         }
@@ -178,8 +219,9 @@ def fit_head(
             C=C, class_weight="balanced", solver="newton-cholesky", max_iter=100
         )
         clf.fit(z, y)
-        record.update(weight=clf.coef_[0].astype(np.float32).tolist(),
-                      bias=float(clf.intercept_[0]))  # fmt: skip
+        record.update(
+            weight=clf.coef_[0].astype(np.float32).tolist(), bias=float(clf.intercept_[0])
+        )
     record["threshold"] = 0.5
     model = HeadedModel(base, record).eval()
     probs, truths = [], []
@@ -193,8 +235,17 @@ def fit_head(
     t = np.concatenate(truths)
     ious = [((p > th) & t).sum() / max(((p > th) | t).sum(), 1) for th in THRESHOLDS]
     best = int(np.argmax(ious))
-    record.update(threshold=float(THRESHOLDS[best]), estimated_iou=float(ious[best]),
-                  pixels=int(t.size), positives=int(t.sum()))  # fmt: skip
-    log.info("few-label head: %d pixels (%d building), threshold %.2f, IoU on them %.3f",
-             t.size, int(t.sum()), record["threshold"], record["estimated_iou"])  # fmt: skip
+    record.update(
+        threshold=float(THRESHOLDS[best]),
+        estimated_iou=float(ious[best]),
+        pixels=int(t.size),
+        positives=int(t.sum()),
+    )
+    log.info(
+        "few-label head: %d pixels (%d building), threshold %.2f, IoU on them %.3f",
+        t.size,
+        int(t.sum()),
+        record["threshold"],
+        record["estimated_iou"],
+    )
     return record

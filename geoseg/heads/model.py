@@ -46,6 +46,9 @@ class HeadedModel(nn.Module):
         self.use_pyramid = bool(record.get("pyramid", True))
         self.temperature = [float(t) for t in record.get("temperatures", [1.0])]
         self.superpixels = bool(record.get("superpixels", True))
+        # Felzenszwalb parameters in pixels, derived from the scene's pixel size at fit time; a
+        # record without them (fitted before they existed) keeps the module's pixel parameters
+        self.superpixel_params = dict(record.get("superpixel_params") or {})
         self.kind = str(record.get("kind", "linear"))
         for key in ("mean", "std", "weight", "hidden_weight", "hidden_bias"):
             if key in record:
@@ -86,7 +89,8 @@ class HeadedModel(nn.Module):
         if refined and self.superpixels:
             img = x.detach().float().cpu().numpy()
             p = prob.detach().float().cpu().numpy()
-            p = np.stack([refine(pi, xi) for pi, xi in zip(p, img, strict=True)])
+            params = self.superpixel_params
+            p = np.stack([refine(pi, xi, **params) for pi, xi in zip(p, img, strict=True)])
             prob = torch.from_numpy(p).to(prob.device, prob.dtype)
         return outputs, prob
 

@@ -11,6 +11,11 @@ Felzenszwalb & Huttenlocher's graph segmentation is used because it adapts the r
 the image content (large on uniform roofs, small on clutter) and is fast (O(n log n)). Its
 ``scale`` is in the units of the colour differences; regions smaller than ``min_size`` pixels
 are merged, so a region never falls below a few pixels whatever the resolution.
+
+Those pixel parameters mean different ground sizes at different resolutions (10 px is 2.5 m²
+at 0.5 m and 0.06 m² at 7.75 cm), so a head fitted on a georeferenced scene gets parameters
+derived from metres (:func:`params_for`) and stores them in its record; a scene without a
+pixel size (a PNG) keeps the pixel parameters.
 """
 
 from __future__ import annotations
@@ -22,6 +27,29 @@ import numpy as np
 SCALE = 50.0
 SIGMA = 0.5
 MIN_SIZE = 10
+
+#: the same parameters in ground units, for a scene whose pixel size is known: Felzenszwalb's
+#: ``scale`` divides by a region's size in pixels, so it scales with pixels per m² like the
+#: smallest region does. A smallest region of 0.25 m² (a 0.5 m square, well below any roof)
+#: keeps regions inside roof edges at 0.15-0.3 m, and at 0.5 m and coarser it is one pixel,
+#: i.e. refinement fades out where a pixel is already as large as a roof feature
+#: (docs/results.md, "Superpixels in metres")
+MIN_REGION_M2 = 0.25
+SCALE_M2 = 1.25
+SIGMA_M = 0.08
+
+
+def params_for(pixel_size: float | None) -> dict[str, float | int]:
+    """Felzenszwalb parameters (pixels) for a scene of ``pixel_size`` metres; the pixel
+    parameters (:data:`SCALE`, :data:`SIGMA`, :data:`MIN_SIZE`) when the size is unknown."""
+    if pixel_size is None or not pixel_size > 0:
+        return {"scale": SCALE, "sigma": SIGMA, "min_size": MIN_SIZE}
+    area = float(pixel_size) ** 2
+    return {
+        "scale": SCALE_M2 / area,
+        "sigma": SIGMA_M / float(pixel_size),
+        "min_size": max(1, round(MIN_REGION_M2 / area)),
+    }
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -37,12 +65,13 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     return np.moveaxis(x, 0, -1).astype(np.float64)
 
 
-def segments(image: np.ndarray, *, scale: float = SCALE, sigma: float = SIGMA,
-             min_size: int = MIN_SIZE) -> np.ndarray:  # fmt: skip
+def segments(
+    image: np.ndarray, *, scale: float = SCALE, sigma: float = SIGMA, min_size: int = MIN_SIZE
+) -> np.ndarray:
     """Felzenszwalb superpixels (H, W) int labels of a normalised (C, H, W) image."""
     from skimage.segmentation import felzenszwalb
 
-    return felzenszwalb(to_rgb(image), scale=scale, sigma=sigma, min_size=min_size)
+    return felzenszwalb(to_rgb(image), scale=scale, sigma=sigma, min_size=int(min_size))
 
 
 def region_mean(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
