@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import geopandas as gpd
+import pytest
 import shapely
 from rasterio.crs import CRS as RioCRS
 
@@ -34,3 +35,34 @@ def test_a_square_in_feet_measures_its_metres():
     square = gpd.GeoSeries([shapely.box(5.8e5, 4.5e6, 5.801e5, 4.5001e6)], crs=32618).to_crs(2263)
     target = metric_crs(square.crs, square.total_bounds)
     assert abs(square.to_crs(target).area.iloc[0] - 1e4) < 1.0
+
+
+def test_web_mercator_metres_are_not_ground_metres():
+    """EPSG:3857 (web map exports) inflates areas by 1/cos²(lat): measured in UTM instead, a
+    100 m square at 52.5° N is 1 ha again (2.7 ha in 3857 units)."""
+    square = gpd.GeoSeries([shapely.box(3.9e5, 5.817e6, 3.901e5, 5.8171e6)], crs=32633)
+    web = square.to_crs(3857)
+    assert web.area.iloc[0] > 2.5e4  # the trap: 3857 "metres"
+    target = metric_crs(web.crs, web.total_bounds)
+    assert target == "EPSG:32633"
+    assert abs(web.to_crs(target).area.iloc[0] - 1e4) < 1.0
+    assert metric_crs("EPSG:3395", (1e6, 6e6, 1.001e6, 6.001e6)) is not None
+    # transverse and oblique Mercator grids are kept as they are
+    assert metric_crs("EPSG:2949", (3e5, 5e6, 3.01e5, 5.01e6)) is None
+
+
+def test_report_scale_bar_measures_ground_metres_in_web_mercator():
+    """The report's scale bar: a 1-unit 3857 pixel at 52.4° N is 0.61 m on the ground, a
+    0.5 m UTM pixel stays 0.5 m, a degree-based pixel is measured on the ellipsoid."""
+    from affine import Affine
+
+    from geoseg.report.panels import metres_per_px
+
+    lat = math.degrees(2 * math.atan(math.exp(6.9e6 / 6378137.0)) - math.pi / 2)
+    web = metres_per_px(RioCRS.from_epsg(3857), Affine(1, 0, 1.5e6, 0, -1, 6.9e6), 100, 100)
+    # (the ellipsoid adds 0.2 % to the spherical cos(latitude) at this latitude)
+    assert web == pytest.approx(math.cos(math.radians(lat)), rel=4e-3)
+    utm = metres_per_px(RioCRS.from_epsg(32611), Affine(0.5, 0, 6e5, 0, -0.5, 4e6), 100, 100)
+    assert utm == 0.5
+    deg = metres_per_px(RioCRS.from_epsg(4326), Affine(1e-5, 0, -115.3, 0, -1e-5, 36.2), 10, 10)
+    assert deg == pytest.approx(0.9, abs=0.01)

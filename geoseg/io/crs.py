@@ -15,6 +15,11 @@ def metric_crs(crs, bounds) -> str | None:
     """The CRS to measure in: ``None`` when ``crs`` itself is projected in metres, else the
     WGS 84 UTM zone at the centre of ``bounds``.
 
+    A (non-transverse) Mercator such as Web Mercator, EPSG:3857, has metre units but not
+    metres on the ground: its scale grows as 1 / cos(latitude), so a 100 m² roof in Berlin
+    measures 270 m² there and every area threshold would silently loosen. It is measured in
+    UTM like a geographic CRS.
+
     Args:
         crs: a rasterio or pyproj CRS (geographic, or projected in any linear unit).
         bounds: ``(west, south, east, north)`` of the data, in ``crs``.
@@ -29,7 +34,7 @@ def metric_crs(crs, bounds) -> str | None:
         return None
     crs = CRS.from_user_input(crs)
     units = {axis.unit_name for axis in crs.axis_info}
-    if crs.is_projected and units <= {"metre", "meter"}:
+    if crs.is_projected and units <= {"metre", "meter"} and not is_mercator(crs):
         return None
     if not all(math.isfinite(float(b)) for b in bounds):
         return None
@@ -40,3 +45,12 @@ def metric_crs(crs, bounds) -> str | None:
     lon, lat = (west + east) / 2, (south + north) / 2
     zone = min(60, int((lon + 180) // 6) + 1)
     return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+
+
+def is_mercator(crs) -> bool:
+    """Whether ``crs`` is a normal-aspect Mercator (Web Mercator included), whose metres are
+    not ground metres away from the equator; transverse and oblique Mercators (UTM, national
+    grids) keep true scale near their central line and are not."""
+    operation = crs.coordinate_operation
+    method = (operation.method_name if operation is not None else "").lower()
+    return "mercator" in method and "transverse" not in method and "oblique" not in method

@@ -18,8 +18,11 @@ import numpy as np
 import rasterio
 from affine import Affine
 from PIL import Image, ImageDraw, ImageFont
+from pyproj import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
+
+from geoseg.io.crs import is_mercator
 
 #: longest side of a panel in pixels: detailed enough to see buildings, small enough to embed
 MAX_SIDE = 720
@@ -85,11 +88,17 @@ def metres_per_px(crs, transform: Affine, width: int, height: int) -> float:
     """
     if crs is None:
         return float("nan")
-    if crs.is_geographic:
-        from pyproj import Geod
+    if crs.is_geographic or is_mercator(CRS.from_user_input(crs)):
+        # Web Mercator's "metres" are 1/cos(latitude) ground metres: measure on the ellipsoid
+        from pyproj import Geod, Transformer
 
         x0, y = transform * (0, height / 2)
         x1, _ = transform * (width, height / 2)
+        if not crs.is_geographic:
+            to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+            (x0, x1), (y0, y1) = to_lonlat.transform([x0, x1], [y, y])
+            _, _, distance = Geod(ellps="WGS84").inv(x0, y0, x1, y1)
+            return distance / width
         _, _, distance = Geod(ellps="WGS84").inv(x0, y, x1, y)
         return distance / width
     return abs(transform.a) * crs.linear_units_factor[1]
