@@ -126,8 +126,9 @@ METHODS: dict[str, dict[str, Any]] = {
         "map": {},
         "predict": {},
     },
-    # ---- DEFAULT: the recommended recipe (issue 8 item 5). The building-quality lead replaces
-    # ---- this entry's contents; for now it is Kanezaki named one-to-one (hungarian).
+    # ---- DEFAULT: the recommended recipe (issue 8 item 5): k-means on the feature pyramid, the
+    # ---- mlp head with superpixels in metres (the pixel size comes from the scene; a PNG keeps
+    # ---- the pixel parameters), default's polygon clean-up.
     "default": {
         "method": "kmeans",
         "train": (
@@ -136,7 +137,7 @@ METHODS: dict[str, dict[str, Any]] = {
             "baseline.samples=40000",
             "baseline.n_init=3",
         ),
-        "map": {"head": "mlp"},
+        "map": {"head": "mlp", "head_options": {"superpixels": True}},
         "predict": {"polygons": {"min_area": 10.0, "fill_holes": True}},
     },
     # ---- end of DEFAULT
@@ -144,6 +145,8 @@ METHODS: dict[str, dict[str, Any]] = {
 
 #: Ablations of ``default`` (docs/results.md): each removes one component, all else equal.
 _CLEANUP_OFF = {"polygons": {"min_area": 0.0, "fill_holes": False}}
+#: default's head options, kept by the variants that change something else of the head
+_HEAD = METHODS["default"]["map"]["head_options"]
 ABLATIONS: dict[str, dict[str, Any]] = {
     # the unsupervised clusters named by IoU, no head (the clean-up kept)
     "default-naming": {
@@ -157,21 +160,16 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     },
     "default-no-clusters": {
         **METHODS["default"],
-        "map": {"head": "mlp", "head_options": {"cluster_heads": []}},
+        "map": {"head": "mlp", "head_options": {**_HEAD, "cluster_heads": []}},
     },
     "default-no-cleanup": {**METHODS["default"], "predict": _CLEANUP_OFF},
-    # superpixel parameters in pixels whatever the resolution (heads fitted before they were
-    # set from the scene's pixel size in metres)
+    # superpixel parameters in pixels whatever the resolution (default before they were set
+    # from the scene's pixel size in metres; heads fitted then keep them)
     "default-superpixels-px": {
         **METHODS["default"],
         "map": {"head": "mlp", "head_options": {"pixel_size": None}},
     },
-    # superpixel parameters from the scene's pixel size (geoseg.refine.superpixels.params_for)
-    "default-superpixels-m": {
-        **METHODS["default"],
-        "map": {"head": "mlp", "head_options": {"superpixels": True}},
-    },
-    "default-linear": {**METHODS["default"], "map": {"head": "linear"}},
+    "default-linear": {**METHODS["default"], "map": {"head": "linear", "head_options": _HEAD}},
 }
 METHODS.update(ABLATIONS)
 ALL_METHODS = ("kmeans", "kanezaki", "iic", "ac", "rf", "default")
@@ -330,6 +328,10 @@ def run_geoseg(
         }
     )
     map_kwargs = dict(spec.get("map", {}))
+    if map_kwargs.get("head") and not scene.georeferenced:
+        # a PNG is staged on a stand-in grid of 1 m pixels; geoseg map on the PNG itself finds
+        # no CRS and so no pixel size, which is what the head must see here too
+        map_kwargs["head_options"] = {"pixel_size": None, **map_kwargs.get("head_options", {})}
     if accepts(fit_mapping, "tile_size"):
         map_kwargs.setdefault("tile_size", bt.TILE)
     predict_kwargs = {k: v for k, v in spec.get("predict", {}).items() if k != "polygons"}

@@ -248,7 +248,8 @@ def fit_mapping(
         tile_size: the labelled tiles' size (px), independent of the training crop size.
         nodata: the image's nodata override (as ``geoseg tile`` / ``predict``).
         head_options: for ``head="linear"``, keywords of :func:`geoseg.heads.fit.fit_head`
-            (``superpixels``, ``pyramid``, ``cluster_heads``): the ablations of docs/results.md.
+            (``superpixels``, ``pyramid``, ``cluster_heads``, ``pixel_size``: by default the
+            image's, in metres): the ablations of docs/results.md.
         output: write the mapped checkpoint here instead of updating ``checkpoint``.
         overwrite: see the module docstring.
         seed: which labelled tiles are drawn when there are more than ``max_tiles``.
@@ -318,7 +319,11 @@ def fit_mapping(
     tiles = list(progress(tiles, total=n_tiles, desc="map", unit="tile"))
     model = model_from_checkpoint(ckpt)
     if linear:
-        options = {"kind": head, "seed": seed, **(head_options or {})}
+        # the scene's pixel size puts the head's superpixels in metres (geoseg.refine)
+        from geoseg.heads.fit import ground_pixel_size
+
+        size = {"pixel_size": ground_pixel_size(image)} if image is not None else {}
+        options = {"kind": head, "seed": seed, **size, **(head_options or {})}
         return _fit_linear(ckpt, model, tiles, table, skip, target=target, options=options)
     heads = range(n_heads) if head is None else [int(head)]
     best = None

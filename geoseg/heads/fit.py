@@ -48,16 +48,16 @@ def ground_pixel_size(image: str | Path) -> float | None:
     UTM when the CRS is geographic or not in metres), or None without a CRS (a PNG): the
     superpixels' ground-unit parameters need it (:func:`geoseg.refine.superpixels.params_for`).
     """
-    import rasterio
     import shapely
     from pyproj import Transformer
     from rasterio.errors import NotGeoreferencedWarning
 
     from geoseg.io.crs import metric_crs
+    from geoseg.io.rasters import open_raster
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(image) as src:
+        with open_raster(image, param="--image") as src:
             crs, t, bounds = src.crs, src.transform, src.bounds
             col, row = src.width // 2, src.height // 2
     if crs is None:
