@@ -42,6 +42,20 @@ def test_ground_pixel_size_measures_geographic_rasters_in_metres(data_dir):
     assert ground_pixel_size(data_dir / "isprs" / "potsdam_2_10_rgb_512.png") is None
 
 
+def test_ground_pixel_size_of_a_local_crs(data_dir, tmp_path):
+    """An engineering CRS has no way to WGS 84: its metre axes are used, not an error."""
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    with rasterio.open(data_dir / "crops" / "vegas_mul8_uint8.tif") as src:
+        data, profile = src.read(), src.profile
+    local = 'LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+    profile.update(crs=CRS.from_wkt(local), transform=from_origin(0, 100, 0.3, 0.3))
+    with rasterio.open(tmp_path / "local.tif", "w", **profile) as dst:
+        dst.write(data)
+    assert ground_pixel_size(tmp_path / "local.tif") == pytest.approx(0.3)
+
+
 def test_params_for_keeps_the_region_size_in_metres_across_resolutions():
     x, px = _vegas()
     coarse = x.reshape(3, 128, 2, 128, 2).mean(axis=(2, 4))  # the same ground at 2 × px

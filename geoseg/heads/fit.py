@@ -63,11 +63,24 @@ def ground_pixel_size(image: str | Path) -> float | None:
     if crs is None:
         return None
     pixel = shapely.box(*(t * (col, row + 1)), *(t * (col + 1, row)))
-    target = metric_crs(crs, bounds)
-    if target is not None:
-        to = Transformer.from_crs(crs, target, always_xy=True).transform
-        pixel = shapely.transform(pixel, lambda xy: np.column_stack(to(xy[:, 0], xy[:, 1])))
-    return float(np.sqrt(pixel.area))
+    try:
+        target = metric_crs(crs, bounds)
+        if target is not None:
+            to = Transformer.from_crs(crs, target, always_xy=True).transform
+            pixel = shapely.transform(pixel, lambda xy: np.column_stack(to(xy[:, 0], xy[:, 1])))
+    except Exception as exc:  # a CRS with no way to WGS 84 (local, engineering) is no reason
+        # to refuse the head: metres if its axes say so, else the pixel parameters, as a raster
+        # without a CRS gets
+        from pyproj import CRS
+
+        if {a.unit_name for a in CRS.from_user_input(crs).axis_info} <= {"metre", "meter"}:
+            return float(np.sqrt(abs(t.a * t.e - t.b * t.d)))
+        log.warning(
+            "pixel size of %s not measurable in metres (%s); superpixels in pixels", image, exc
+        )
+        return None
+    size = float(np.sqrt(pixel.area))
+    return size if np.isfinite(size) and size > 0 else None
 
 
 def _placeholder(base: torch.nn.Module, n_features: int, record: dict[str, Any]) -> HeadedModel:
