@@ -69,9 +69,12 @@ def make_checkpoint(sample: Path, path: Path, *, method: str, tile: int, width: 
     cfg = {"trunk": "vgg", "width": width} if method == "iic" else {"texture": False}
     spec = {"method": method, "model_cfg": cfg, "in_channels": 4, "n_clusters": [6]}
     net = build_from_spec(spec)
-    norm = {"mean": data.mean(1).tolist(), "std": data.std(1).tolist(),
-            "p2": np.percentile(data, 2, axis=1).tolist(),
-            "p98": np.percentile(data, 98, axis=1).tolist()}  # fmt: skip
+    norm = {
+        "mean": data.mean(1).tolist(),
+        "std": data.std(1).tolist(),
+        "p2": np.percentile(data, 2, axis=1).tolist(),
+        "p98": np.percentile(data, 98, axis=1).tolist(),
+    }
     if method == "kmeans":
         pick = np.random.default_rng(0).choice(data.shape[1], 6, replace=False)
         centroids = normalize(data[:, pick].T[:, :, None, None], norm)[:, :, 0, 0]
@@ -110,9 +113,18 @@ def main() -> None:
     parser.add_argument("--sample", type=Path, default=NAIP)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="geoseg-bench-predict-", dir="/tmp"))
-    settings = ["--tile-size", str(args.tile_size), "--overlap", str(args.overlap),
-                "--batch-size", str(args.batch_size), "--block-size", str(args.block_size),
-                "--device", "cpu"]  # fmt: skip
+    settings = [
+        "--tile-size",
+        str(args.tile_size),
+        "--overlap",
+        str(args.overlap),
+        "--batch-size",
+        str(args.batch_size),
+        "--block-size",
+        str(args.block_size),
+        "--device",
+        "cpu",
+    ]
     try:
         ckpt = make_checkpoint(
             args.sample, work / "m.pt", method=args.method, tile=args.tile_size, width=args.width
@@ -120,23 +132,41 @@ def main() -> None:
         rows = []
         for size in args.sizes:
             scene = build_scene(args.sample, work / f"scene{size}.tif", size)
-            cmd = ["geoseg", "predict", str(scene), "-m", str(ckpt),
-                   "-o", str(work / f"out{size}"), *settings]  # fmt: skip
+            cmd = [
+                "geoseg",
+                "predict",
+                str(scene),
+                "-m",
+                str(ckpt),
+                "-o",
+                str(work / f"out{size}"),
+                *settings,
+            ]
             wall, rss, out = peak_rss(cmd)
             # predict's own timing (after imports and model load), from its INFO log line
             seconds = float(re.search(r"Mpx in ([\d.]+) s", out).group(1))
             rows.append((f"geoseg predict {size}²", size, wall, seconds, rss))
         small = work / f"scene{args.sizes[0]}.tif"
-        bare = [sys.executable, "-c", BARE_FORWARD, str(small), str(ckpt),
-                str(args.tile_size), str(args.overlap), str(args.batch_size)]  # fmt: skip
+        bare = [
+            sys.executable,
+            "-c",
+            BARE_FORWARD,
+            str(small),
+            str(ckpt),
+            str(args.tile_size),
+            str(args.overlap),
+            str(args.batch_size),
+        ]
         wall, rss, out = peak_rss(bare)
         n_tiles, loop = out.split()[-2:]
         name = f"bare forward {args.sizes[0]}² ({n_tiles} tiles)"
         rows.append((name, args.sizes[0], wall, float(loop), rss))
 
         model = f"IIC VGG width {args.width}" if args.method == "iic" else "k-means"
-        print(f"settings: {' '.join(settings)}, untrained {model}, 6 clusters, "
-              f"{psutil.cpu_count()} cores")  # fmt: skip
+        print(
+            f"settings: {' '.join(settings)}, untrained {model}, 6 clusters, "
+            f"{psutil.cpu_count()} cores"
+        )
         print("\n| run | process wall s | compute s | Mpx/s (compute) | peak RSS MiB |")
         print("|---|---|---|---|---|")
         for name, size, wall_s, secs, rss_mib in rows:

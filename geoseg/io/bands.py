@@ -275,7 +275,7 @@ OPTICAL_BANDS = frozenset(
 SWIR, unknown ``b<i>`` names) is left untouched."""
 
 
-def normalize(x: Any, stats: Mapping[str, Sequence[float]]) -> Any:
+def normalize(x: Any, stats: Mapping[str, Sequence[float]], out: np.ndarray | None = None) -> Any:
     """Clip each band to its [p2, p98] range, then standardise to float32.
 
     The one normalisation used by training and prediction (docs/contracts.md), so a model sees
@@ -286,9 +286,11 @@ def normalize(x: Any, stats: Mapping[str, Sequence[float]]) -> Any:
         x: ``(C, H, W)`` or ``(B, C, H, W)`` numpy array or torch tensor, any numeric dtype.
         stats: ``{"mean", "std", "p2", "p98"}``, one value per band (a store's or a
             checkpoint's ``norm``).
+        out: a float32 numpy array of ``x``'s shape to write into (predict reuses one per
+            thread instead of allocating a batch-sized array per batch), or ``None``.
 
     Returns:
-        float32 array of the same kind and shape.
+        float32 array of the same kind and shape (``out`` when given).
     """
     c = x.shape[-3]
     if any(len(stats[k]) != c for k in ("mean", "std", "p2", "p98")):
@@ -306,13 +308,18 @@ def normalize(x: Any, stats: Mapping[str, Sequence[float]]) -> Any:
         y = x.float()
         y = torch.minimum(torch.maximum(y, col(stats["p2"])), col(stats["p98"]))
         return (y - col(stats["mean"])) / col(std)
-    arr = np.asarray(x, dtype=np.float32)
+    if out is not None:
+        np.copyto(out, x, casting="unsafe")  # the float32 conversion, without a new array
+    arr = np.asarray(x, dtype=np.float32) if out is None else out
 
     def ncol(v: Sequence[float]) -> np.ndarray:
         return np.asarray(v, dtype=np.float32).reshape(shape)
 
-    y = np.clip(arr, ncol(stats["p2"]), ncol(stats["p98"]))
-    return ((y - ncol(stats["mean"])) / ncol(std)).astype(np.float32)
+    # one new array (none with ``out``), shifted and scaled in place: same float32 operations
+    y = np.clip(arr, ncol(stats["p2"]), ncol(stats["p98"]), out=out)
+    y -= ncol(stats["mean"])
+    y /= ncol(std)
+    return y
 
 
 def optical_bands(band_names: Sequence[str]) -> list[int]:
@@ -324,7 +331,10 @@ def optical_bands(band_names: Sequence[str]) -> list[int]:
 
 
 def model_input(
-    x: np.ndarray, valid: np.ndarray | None, stats: Mapping[str, Sequence[float]] | None
+    x: np.ndarray,
+    valid: np.ndarray | None,
+    stats: Mapping[str, Sequence[float]] | None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """What a model sees of source pixels: normalised float32, invalid pixels set to 0.
 
@@ -339,15 +349,19 @@ def model_input(
         valid: ``(H, W)`` / ``(B, H, W)`` bool, or ``None`` when every pixel is valid.
         stats: ``{"mean", "std", "p2", "p98"}`` per band (:func:`normalize`), or ``None`` for
             input that is already normalised.
+        out: with ``stats``, a float32 array of ``x``'s shape to normalise into (:func:`normalize`).
 
     Returns:
         ``(image float32 like x, valid bool)`` where ``valid`` now also excludes non-finite
         pixels.
     """
-    image = np.asarray(x if stats is None else normalize(x, stats), np.float32)
+    image = np.asarray(x if stats is None else normalize(x, stats, out), np.float32)
     finite = np.isfinite(image).all(axis=-3)
     valid = finite if valid is None else np.asarray(valid, bool) & finite
-    return np.where(np.expand_dims(valid, -3), image, np.float32(0)), valid
+    if stats is None:  # ``image`` may be the caller's array: a new one
+        return np.where(np.expand_dims(valid, -3), image, np.float32(0)), valid
+    np.copyto(image, np.float32(0), where=~np.expand_dims(valid, -3))  # normalize's own array
+    return image, valid
 
 
 @dataclass(frozen=True)

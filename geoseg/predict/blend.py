@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from geoseg.io.bands import model_input
+from geoseg.predict.scratch import Scratch
 from geoseg.tiles.grid import Block, blend_weight
 
 #: segment(x float32 (B, C, T, T)) -> probabilities float32 (B, K, T, T)
@@ -39,6 +40,7 @@ def blend_block(
     valid: np.ndarray | None = None,
     norm: Mapping[str, Sequence[float]] | None = None,
     shared: Mapping[tuple[int, int], np.ndarray] | None = None,
+    scratch: Scratch | None = None,
 ) -> np.ndarray:
     """Blended probabilities (K, h, w) float32 of ``block``'s output window.
 
@@ -62,6 +64,8 @@ def blend_block(
             blocks, from :func:`segment_tiles`), by ``(row, col)``, or ``(part, (dr, dc))``:
             the part of the tile covering this block, from tile row/column ``dr``/``dc``; the
             others are computed here, batch by batch, in row-major order.
+        scratch: this thread's reusable arrays (:mod:`geoseg.predict.scratch`); the result is
+            then one of them, valid until this thread's next block.
     """
     rr0, cc0 = block.read_rows[0], block.read_cols[0]
     need_h = max(r for r, _ in block.tiles) + tile - rr0
@@ -80,8 +84,11 @@ def blend_block(
         )
     weight = blend_weight(tile, overlap)
     (r0, r1), (c0, c1) = block.rows, block.cols
-    acc = np.zeros((n_classes, r1 - r0, c1 - c0), np.float32)
-    wsum = np.zeros((r1 - r0, c1 - c0), np.float32)
+    scratch = scratch or Scratch()
+    acc = scratch.array("acc", (n_classes, r1 - r0, c1 - c0), np.float32)
+    wsum = scratch.array("wsum", (r1 - r0, c1 - c0), np.float32)
+    acc.fill(0)
+    wsum.fill(0)
     shared = shared or {}
     own = [t for t in tiles if t not in shared]  # computed here, in row-major order
     done: dict[tuple[int, int], np.ndarray] = {}
@@ -94,7 +101,7 @@ def blend_block(
         else:
             if not done:  # the next batch of this block's own tiles
                 batch, own = own[:batch_size], own[batch_size:]
-                probs = _segment(x, valid, batch, rr0, cc0, tile, norm, segment)
+                probs = _segment(x, valid, batch, rr0, cc0, tile, norm, segment, scratch)
                 done = dict(zip(batch, probs, strict=True))
             p = done.pop((r, c))
         # Intersection of this tile with the output window, in block and in tile coordinates.
@@ -104,18 +111,32 @@ def blend_block(
         br, bc = slice(top - r0, bottom - r0), slice(left - c0, right - c0)
         w = weight[tr, tc]
         pr, pc = slice(tr.start - dr, tr.stop - dr), slice(tc.start - dc, tc.stop - dc)
-        acc[:, br, bc] += p[:, pr, pc] * w
+        product = scratch.array("product", (n_classes, *w.shape), np.float32)
+        np.multiply(p[:, pr, pc], w, out=product)
+        acc[:, br, bc] += product
         wsum[br, bc] += w
     np.divide(acc, wsum, out=acc, where=wsum > 0)
     return acc
 
 
-def _segment(x, valid, batch, rr0: int, cc0: int, tile: int, norm, segment) -> np.ndarray:
-    """Probabilities (B, K, T, T) of the tiles ``batch`` cut from ``x`` (read from ``rr0, cc0``)."""
+def _segment(
+    x, valid, batch, rr0: int, cc0: int, tile: int, norm, segment, scratch: Scratch | None = None
+) -> np.ndarray:
+    """Probabilities (B, K, T, T) of the tiles ``batch`` cut from ``x`` (read from ``rr0, cc0``).
+
+    The batch is cut and normalised into ``scratch``'s arrays: ``segment`` must be done with
+    its input when it returns (it is: the forward pass has run).
+    """
+    scratch = scratch or Scratch()
     windows = [(slice(r - rr0, r - rr0 + tile), slice(c - cc0, c - cc0 + tile)) for r, c in batch]
-    xb = np.stack([x[:, rs, cs] for rs, cs in windows])
-    vb = None if valid is None else np.stack([valid[rs, cs] for rs, cs in windows])
-    xb, _ = model_input(xb, vb, norm)
+    shape = (len(batch), x.shape[0], tile, tile)
+    xb = np.stack([x[:, rs, cs] for rs, cs in windows], out=scratch.array("tiles", shape, x.dtype))
+    vb = None
+    if valid is not None:
+        vb = scratch.array("valid", (len(batch), tile, tile), bool)
+        np.stack([valid[rs, cs] for rs, cs in windows], out=vb)
+    out = scratch.array("input", shape, np.float32) if norm is not None else None
+    xb, _ = model_input(xb, vb, norm, out)
     return segment(xb)
 
 
@@ -166,9 +187,11 @@ def segment_tiles(
     tile: int,
     batch_size: int,
     norm: Mapping[str, Sequence[float]] | None = None,
+    scratch: Scratch | None = None,
 ) -> dict[tuple[int, int], np.ndarray]:
     """Probabilities (K, T, T) of ``tiles`` cut from ``x`` (read from scene pixel ``origin``),
-    by ``(row, col)``; tiles without a valid pixel are left out (no block blends them)."""
+    by ``(row, col)``; tiles without a valid pixel are left out (no block blends them).
+    ``scratch`` holds the batches' input arrays (:func:`blend_block`)."""
     rr0, cc0 = origin
     if valid is not None:
         tiles = [
@@ -179,6 +202,6 @@ def segment_tiles(
     out: dict[tuple[int, int], np.ndarray] = {}
     for start in range(0, len(tiles), batch_size):
         batch = list(tiles[start : start + batch_size])
-        probs = _segment(x, valid, batch, rr0, cc0, tile, norm, segment)
+        probs = _segment(x, valid, batch, rr0, cc0, tile, norm, segment, scratch)
         out.update(zip(batch, probs, strict=True))
     return out

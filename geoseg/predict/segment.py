@@ -38,11 +38,17 @@ def segmenter(model, *, head: int = 0, device: Any = "cpu", tta: bool = False) -
         total = None
         with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
             for k, flip in views:
+                # dihedral copies even the identity view (torch.rot90 by 0): kept, since the
+                # model fed the caller's array itself gave probabilities differing in the last
+                # bit from run to run (k-means, two worker threads; not explained yet)
                 out = model(dihedral(xt, k, flip))
                 logits = out[head] if isinstance(out, (list, tuple)) else out
-                probs = undihedral(torch.softmax(logits.float(), dim=1), k, flip)
+                probs = torch.softmax(logits.float(), dim=1)
+                probs = undihedral(probs, k, flip) if tta else probs  # (rot90 by 0 copies)
                 total = probs if total is None else total + probs
-        return (total / len(views)).float().cpu().numpy()
+        # dividing by one view would be one more batch-sized copy (and x / 1 == x exactly)
+        total = total / len(views) if tta else total
+        return total.float().cpu().numpy()
 
     return segment
 
@@ -116,6 +122,13 @@ def predict_array(
     (block,) = grid.blocks(height, width, block=max(height, width) * 2)
     segment = segmenter(model, head=head, device=dev, tta=tta)
     return blend_block(
-        block, image, segment, tile=grid.size, overlap=grid.overlap, batch_size=batch_size,
-        n_classes=n_classes, valid=valid, norm=norm,
-    )  # fmt: skip
+        block,
+        image,
+        segment,
+        tile=grid.size,
+        overlap=grid.overlap,
+        batch_size=batch_size,
+        n_classes=n_classes,
+        valid=valid,
+        norm=norm,
+    )
