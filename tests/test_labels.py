@@ -104,3 +104,24 @@ def test_vector_labels_need_a_crs_on_both_sides(make_raster, tmp_path):
     with rasterio.open(plain) as src, pytest.raises(BadInput, match="georeferenced") as err:
         LabelReader(path, Grid.of(src))
     assert err.value.param == "--labels"
+
+
+def test_without_column_a_file_of_several_classes_is_read_by_class(make_raster, tmp_path):
+    """No --column: a labels file of houses, roads and trees is read by its class column (it
+    once burnt every polygon as building, so roads and trees trained the building head); one
+    class in the column (Massachusetts: class = 1 everywhere) keeps the one-class reading."""
+    import geopandas as gpd
+
+    path = _polygons(tmp_path / "classes.gpkg")
+    image = make_raster("image.tif", np.zeros((1, 24, 24), np.uint8))
+    with rasterio.open(image) as src:
+        grid = Grid.of(src)
+    with LabelReader(path, grid) as auto, LabelReader(path, grid, column="class") as given:
+        assert auto.names == given.names == {1: "house", 2: "road", 3: "tree"}
+        window = Window(0, 0, 24, 24)
+        np.testing.assert_array_equal(auto.read(window), given.read(window))
+    one = gpd.read_file(path).assign(**{"class": 1})
+    one.to_file(tmp_path / "one.gpkg")
+    with LabelReader(tmp_path / "one.gpkg", grid) as reader:
+        assert reader.names == {1: "building"}
+        assert set(np.unique(reader.read(Window(0, 0, 24, 24)))) == {0, 1}

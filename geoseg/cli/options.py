@@ -96,7 +96,9 @@ names_opt = click.option(
 label_column_opt = click.option(
     "--column",
     default=None,
-    help="Vector labels: class column, integers or names (default: every polygon is 1=building).",
+    help="Vector labels: class column, integers or names (default: a column named label, "
+    "class, class_id, classname or category when it holds several classes; else every "
+    "polygon is 1=building).",
 )
 
 

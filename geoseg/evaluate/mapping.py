@@ -194,9 +194,10 @@ def _target_class(names: dict[int, str], skip: tuple[int, ...]) -> int:
             return value
     if len(named) == 1:
         return next(iter(named))
+    found = f"name {sorted(named.values())}" if named else "hold numbered classes, unnamed"
     raise BadInput(
-        f"--head linear predicts one class, and the labels name {sorted(named.values())}; "
-        "name the building value with --names VALUE=building",
+        f"a few-label head predicts one class, and the labels {found}; name the building "
+        "value with --names VALUE=building (e.g. --names 1=building)",
         param="--head",
     )
 
@@ -234,7 +235,8 @@ def fit_mapping(
         names: label value → class name (default from the labels: vector labels without a
             column are ``1 = building``, a store's ``label_classes``; else ``class_<v>``). A
             class named ``background`` competes for clusters but is never stored.
-        column: vector labels' class-value column (default: every polygon is 1 = building).
+        column: vector labels' class-value column (default: the file's ``label``/``class``
+            column when it holds several classes, else every polygon is 1 = building).
         fill: class value of the pixels outside every polygon (vector labels) or labelled 0
             (tile store) in the chosen tiles. Default: a background class that takes clusters
             but is not stored, right for complete footprints (SpaceNet); 0 leaves those
