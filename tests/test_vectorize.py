@@ -274,3 +274,18 @@ def test_cli_exit_codes(tmp_path):
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "--overwrite" in res.stderr
     assert out.read_text() == "keep me"
+
+
+def test_components_numbered_as_scipy_numbers_them():
+    """The border-piece merge's own union-find (no scipy import at start-up, issue 11)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from geoseg.vector.vectorize import _components
+
+    rng = np.random.default_rng(0)
+    for n, m in [(1, 0), (7, 0), (10, 5), (1000, 800), (300, 2000)]:
+        left, right = rng.integers(0, n, m), rng.integers(0, n, m)
+        graph = coo_matrix((np.ones(m), (left, right)), shape=(n, n))
+        _, want = connected_components(graph, directed=False)
+        np.testing.assert_array_equal(_components(n, left, right), want)
