@@ -276,6 +276,9 @@ class BaselineConfig:
         texture_window: box filter size in pixels for the texture features.
         pyramid: cluster the multi-scale feature pyramid (geoseg.models.pyramid: colour,
             smoothed bands, texture, edges, morphological top-hats) instead of pixels.
+        pyramid_metres: size the pyramid's blurs and windows in ground units, from the tile
+            store's pixel size (geoseg.models.pyramid.scales_for; the scales are kept in the
+            checkpoint); stores without georeferencing keep the pixel scales.
         n_init: k-means restarts (the best is kept); fewer is faster on many features.
         mu: Kanezaki's spatial-continuity weight μ.
         lr: Kanezaki's SGD learning rate (the paper's 0.1; ``optim`` is for IIC/AC).
@@ -287,6 +290,7 @@ class BaselineConfig:
     texture: bool = False
     texture_window: int = 5
     pyramid: bool = False
+    pyramid_metres: bool = False
     n_init: int = 10
     mu: float = 5.0
     lr: float = 0.1

@@ -170,6 +170,12 @@ ABLATIONS: dict[str, dict[str, Any]] = {
         "map": {"head": "mlp", "head_options": {"pixel_size": None}},
     },
     "default-linear": {**METHODS["default"], "map": {"head": "linear", "head_options": _HEAD}},
+    # the feature pyramid's blurs and windows sized in metres from the store's pixel size
+    # (today's pixel scales at 0.5 m, within an octave either way); PNG scenes are unchanged
+    "default-pyramid-m": {
+        **METHODS["default"],
+        "train": (*METHODS["default"]["train"], "baseline.pyramid_metres=true"),
+    },
 }
 METHODS.update(ABLATIONS)
 ALL_METHODS = ("kmeans", "kanezaki", "iic", "ac", "rf", "default")

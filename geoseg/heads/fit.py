@@ -48,39 +48,16 @@ def ground_pixel_size(image: str | Path) -> float | None:
     UTM when the CRS is geographic or not in metres), or None without a CRS (a PNG): the
     superpixels' ground-unit parameters need it (:func:`geoseg.refine.superpixels.params_for`).
     """
-    import shapely
-    from pyproj import Transformer
     from rasterio.errors import NotGeoreferencedWarning
 
-    from geoseg.io.crs import metric_crs
+    from geoseg.io.crs import pixel_size_metres
     from geoseg.io.rasters import open_raster
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with open_raster(image, param="--image") as src:
-            crs, t, bounds = src.crs, src.transform, src.bounds
-            col, row = src.width // 2, src.height // 2
-    if crs is None:
-        return None
-    pixel = shapely.box(*(t * (col, row + 1)), *(t * (col + 1, row)))
-    try:
-        target = metric_crs(crs, bounds)
-        if target is not None:
-            to = Transformer.from_crs(crs, target, always_xy=True).transform
-            pixel = shapely.transform(pixel, lambda xy: np.column_stack(to(xy[:, 0], xy[:, 1])))
-    except Exception as exc:  # a CRS with no way to WGS 84 (local, engineering) is no reason
-        # to refuse the head: metres if its axes say so, else the pixel parameters, as a raster
-        # without a CRS gets
-        from pyproj import CRS
-
-        if {a.unit_name for a in CRS.from_user_input(crs).axis_info} <= {"metre", "meter"}:
-            return float(np.sqrt(abs(t.a * t.e - t.b * t.d)))
-        log.warning(
-            "pixel size of %s not measurable in metres (%s); superpixels in pixels", image, exc
-        )
-        return None
-    size = float(np.sqrt(pixel.area))
-    return size if np.isfinite(size) and size > 0 else None
+            crs, t, width, height = src.crs, src.transform, src.width, src.height
+    return pixel_size_metres(crs, t, width, height, name=str(image))
 
 
 def _placeholder(base: torch.nn.Module, n_features: int, record: dict[str, Any]) -> HeadedModel:

@@ -63,9 +63,11 @@ class HeadedModel(nn.Module):
         """``(base outputs, feature pyramid or None)``; the pyramid is computed once when the
         base model is k-means on that same pyramid (the recommended recipe), which halves the
         cost of prediction."""
-        fp = pyramid(x) if self.use_pyramid else None
-        if fp is not None and getattr(self.base, "pyramid", False):
+        if self.use_pyramid and getattr(self.base, "pyramid", False):
+            # the base's own pyramid, at the scales it was trained with (metres or pixels)
+            fp = self.base.features(x)
             return [self.base.logits(fp)], fp
+        fp = pyramid(x) if self.use_pyramid else None
         return list(self.base(x)), fp
 
     def features(self, x: torch.Tensor, base: tuple | None = None) -> torch.Tensor:

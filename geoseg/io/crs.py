@@ -8,7 +8,10 @@ scene scored and vectorised is measured in the same frame.
 
 from __future__ import annotations
 
+import logging
 import math
+
+log = logging.getLogger(__name__)
 
 
 def metric_crs(crs, bounds) -> str | None:
@@ -54,3 +57,39 @@ def is_mercator(crs) -> bool:
     operation = crs.coordinate_operation
     method = (operation.method_name if operation is not None else "").lower()
     return "mercator" in method and "transverse" not in method and "oblique" not in method
+
+
+def pixel_size_metres(crs, transform, width: int, height: int, *, name: str = "the raster"):
+    """The ground size in metres of the centre pixel of a ``width`` × ``height`` grid (square
+    root of its area, measured in :func:`metric_crs`), or None without a CRS (a PNG).
+
+    One rule for every scale set in ground units: the head's superpixels (from a raster) and
+    the feature pyramid's windows (from a tile store's sources). A CRS with no way to WGS 84
+    (engineering, local) is measured on its own axes when they are metres; anything else that
+    cannot be measured gives None with a warning, so the caller keeps its pixel scales rather
+    than failing.
+    """
+    import numpy as np
+    import shapely
+    from affine import Affine
+    from pyproj import CRS, Transformer
+    from rasterio.transform import array_bounds
+
+    if crs is None:
+        return None
+    t = Affine(*list(transform)[:6])
+    col, row = width // 2, height // 2
+    pixel = shapely.box(*(t * (col, row + 1)), *(t * (col + 1, row)))
+    try:
+        west, south, east, north = array_bounds(height, width, t)
+        target = metric_crs(crs, (west, south, east, north))
+        if target is not None:
+            to = Transformer.from_crs(crs, target, always_xy=True).transform
+            pixel = shapely.transform(pixel, lambda xy: np.column_stack(to(xy[:, 0], xy[:, 1])))
+    except Exception as exc:  # no way to WGS 84: metres if the axes say so, else pixel scales
+        if {a.unit_name for a in CRS.from_user_input(crs).axis_info} <= {"metre", "meter"}:
+            return float(np.sqrt(abs(t.a * t.e - t.b * t.d)))
+        log.warning("pixel size of %s not measurable in metres (%s); scales in pixels", name, exc)
+        return None
+    size = float(np.sqrt(pixel.area))
+    return size if np.isfinite(size) and size > 0 else None

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geoseg.models.pyramid import check_scales, pyramid
 from geoseg.models.pyramid import n_features as pyramid_features
-from geoseg.models.pyramid import pyramid
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ class KMeansSegmenter(nn.Module):
         pyramid: cluster the multi-scale feature pyramid (:mod:`geoseg.models.pyramid`)
             instead; buildings differ from roads and shadows by their context at the scale of
             a building, which a pixel's colour and a 5 px window do not see.
+        pyramid_scales: the pyramid's pixel scales (:func:`geoseg.models.pyramid.scales_for`,
+            set at training from the store's pixel size and kept in the checkpoint); None keeps
+            the module's pixel scales (checkpoints from before they could be set).
     """
 
     head_names = ["main"]
@@ -52,6 +55,7 @@ class KMeansSegmenter(nn.Module):
         texture: bool = False,
         texture_window: int = 5,
         pyramid: bool = False,
+        pyramid_scales: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.in_channels = in_channels
@@ -59,6 +63,9 @@ class KMeansSegmenter(nn.Module):
         self.texture = texture
         self.texture_window = texture_window
         self.pyramid = pyramid
+        self.pyramid_scales = None
+        if pyramid_scales is not None:
+            self.pyramid_scales = {k: list(v) for k, v in check_scales(pyramid_scales).items()}
         n_features = in_channels * (3 if texture else 1)
         if pyramid:
             n_features = pyramid_features(in_channels)
@@ -67,7 +74,7 @@ class KMeansSegmenter(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel features (B, F, H, W) of a normalised batch."""
         if self.pyramid:
-            return pyramid(x)
+            return pyramid(x, self.pyramid_scales)
         if not self.texture:
             return x
         pad = self.texture_window // 2
@@ -163,6 +170,7 @@ def build_baseline(
             texture=bool(model_cfg.get("texture", False)),
             texture_window=int(model_cfg.get("texture_window", 5)),
             pyramid=bool(model_cfg.get("pyramid", False)),
+            pyramid_scales=model_cfg.get("pyramid_scales"),
         )
     if method == "kanezaki":
         return KanezakiNet(in_channels, n_clusters, layers=int(model_cfg.get("layers", 2)))

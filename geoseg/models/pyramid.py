@@ -17,11 +17,15 @@ GPU when there is one, tile by tile like any other network):
   morphological building index (Huang & Zhang 2011) without its directional profiles.
 
 Scales are in pixels and span 1 to 41 px, which covers a house at 0.1 m to 1 m resolution.
-The pyramid has no parameters; it is the "frozen unsupervised feature map" that k-means
-clusters and that a few-label head reads (docs/architecture.md).
+:func:`scales_for` restates them in ground units for a scene of known pixel size (today's
+pixels at :data:`REFERENCE_GSD`), within an octave either way. The pyramid has no learnt
+parameters; it is the "frozen unsupervised feature map" that k-means clusters and that a
+few-label head reads (docs/architecture.md).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +36,58 @@ SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)
 EDGE_SIGMAS = (1.0, 2.0, 4.0)
 #: square window sizes (pixels) of the morphological top-hats
 TOPHAT_SIZES = (5, 11, 21, 41)
+#: ground pixel size (m) at which the pixel scales above are the ground scales: the largest
+#: top-hat then spans 20.5 m, wider than a detached house (10-15 m), so a whole roof stands out
+#: in it, and the smallest 2.5 m (a shed, roof furniture); 0.5 m is also the middle of the
+#: 0.1-1 m range (geometrically: 0.32 m) rounded to the common aerial/satellite product size
+REFERENCE_GSD = 0.5
+#: bounds of the factor applied to the pixel scales. Below 1/2 the finest blur (sigma 0.5 px)
+#: and top-hat (3 px) would reach the pixel and channels would repeat; above 2 the largest
+#: top-hat (81 px) outgrows the context a 128 px training tile gives, and its cost (linear in
+#: the window) doubles. Beyond them the pyramid stays in pixels at the bound: a coarser scene
+#: sees relatively wider context, a finer one narrower (a drone roof is not fully covered).
+SCALE_RANGE = (0.5, 2.0)
+
+
+def default_scales() -> dict[str, list]:
+    """The pixel scales of the pyramid as a checkpoint stores them."""
+    return {
+        "sigmas": list(SIGMAS),
+        "edge_sigmas": list(EDGE_SIGMAS),
+        "tophat_sizes": list(TOPHAT_SIZES),
+    }
+
+
+def scales_for(pixel_size: float | None) -> dict[str, list]:
+    """The pixel scales that span the reference scales' ground extent at ``pixel_size`` metres.
+
+    ``None`` (no georeferencing: a PNG) keeps the pixel scales. The factor
+    ``REFERENCE_GSD / pixel_size`` is clamped to :data:`SCALE_RANGE` and applied to every
+    scale alike, so the pyramid keeps its shape (no two channels of one scale); top-hat windows
+    are rounded to odd sizes, at least 3.
+    """
+    if pixel_size is None or not pixel_size > 0:
+        return default_scales()
+    lo, hi = SCALE_RANGE
+    f = min(max(REFERENCE_GSD / float(pixel_size), lo), hi)
+    return {
+        "sigmas": [round(s * f, 4) for s in SIGMAS],
+        "edge_sigmas": [round(s * f, 4) for s in EDGE_SIGMAS],
+        "tophat_sizes": [max(3, 2 * int(round((w * f - 1) / 2)) + 1) for w in TOPHAT_SIZES],
+    }
+
+
+def check_scales(scales: dict[str, Any] | None) -> dict[str, tuple]:
+    """``scales`` (a checkpoint's, None = the pixel scales) as tuples, with as many of each
+    as the pyramid has channels for: the feature count must not depend on them."""
+    got = default_scales() if scales is None else scales
+    out = {}
+    for key, ref in default_scales().items():
+        values = tuple(got[key])
+        if len(values) != len(ref):
+            raise ValueError(f"pyramid scales {key} has {len(values)} values, not {len(ref)}")
+        out[key] = values
+    return out
 
 
 def n_features(in_channels: int) -> int:
@@ -93,13 +149,15 @@ def _erode(x: torch.Tensor, size: int) -> torch.Tensor:
     return -_dilate(-x, size)
 
 
-def pyramid(x: torch.Tensor) -> torch.Tensor:
+def pyramid(x: torch.Tensor, scales: dict[str, Any] | None = None) -> torch.Tensor:
     """Per-pixel features (B, n_features(C), H, W) of a normalised batch (B, C, H, W).
 
     The input is geoseg's normalised image (clipped to p2–p98, standardised); brightness is the
     band mean. Every output channel is roughly unit scale, so k-means and a linear head see
-    comparable features without further standardisation.
+    comparable features without further standardisation. ``scales`` (:func:`scales_for`)
+    replaces the pixel scales; None keeps them.
     """
+    sc = check_scales(scales)
     bright = x.mean(1, keepdim=True)
     parts = [x, bright]
     if x.shape[1] >= 3:
@@ -109,19 +167,19 @@ def pyramid(x: torch.Tensor) -> torch.Tensor:
         total = pos.sum(1, keepdim=True) + 1e-3
         parts += [pos / total * x.shape[1] - 1.0, pos.amax(1, keepdim=True) / total * 3 - 1.0]
     both = torch.cat([x, bright], 1)
-    for sigma in SIGMAS:
+    for sigma in sc["sigmas"]:
         mean = gaussian(both, sigma)
         m1 = mean[:, -1:]
         m2 = gaussian(bright * bright, sigma)
         parts += [mean[:, :-1], (m2 - m1 * m1).clamp_min(0).sqrt()]
-    for sigma in EDGE_SIGMAS:
+    for sigma in sc["edge_sigmas"]:
         g = gaussian(bright, sigma)
         gy = g[..., 2:, :] - g[..., :-2, :]
         gx = g[..., :, 2:] - g[..., :, :-2]
         gy = F.pad(gy, (0, 0, 1, 1), mode="replicate")
         gx = F.pad(gx, (1, 1, 0, 0), mode="replicate")
         parts.append((gx * gx + gy * gy).sqrt() * sigma)
-    for size in TOPHAT_SIZES:
+    for size in sc["tophat_sizes"]:
         opening = _dilate(_erode(bright, size), size)
         closing = _erode(_dilate(bright, size), size)
         parts += [bright - opening, closing - bright]

@@ -24,6 +24,27 @@ from geoseg.train.monitor import MetricsLog
 log = logging.getLogger(__name__)
 
 
+def store_pixel_size(cfg: TrainConfig, store) -> float | None:
+    """The ground pixel size (m) a k-means pyramid in metres is sized for, else None.
+
+    Read from the store's sources (their CRS and transform; :func:`geoseg.io.crs.
+    pixel_size_metres`), so training needs no raster. Sources of one store are one sensor;
+    with several, the median of the georeferenced ones. None when the option is off, or no
+    source is georeferenced (PNG scenes keep the pixel scales).
+    """
+    if not (cfg.method == "kmeans" and cfg.baseline.pyramid and cfg.baseline.pyramid_metres):
+        return None
+    from geoseg.io.crs import pixel_size_metres
+
+    sizes = [
+        pixel_size_metres(s["crs"], s["transform"], s["width"], s["height"], name=s["path"])
+        for s in store.sources
+        if s.get("crs")
+    ]
+    sizes = [s for s in sizes if s is not None]
+    return float(np.median(sizes)) if sizes else None
+
+
 def fit_baseline(
     model, sampler: CropSampler, cfg: TrainConfig, metrics: MetricsLog, dev: torch.device
 ) -> int:

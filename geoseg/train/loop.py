@@ -33,7 +33,7 @@ from geoseg.models.device import resolve_device
 from geoseg.paths import atomic_output, check_input, check_output, remove
 from geoseg.progress import progress
 from geoseg.progress import set_enabled as set_progress
-from geoseg.train.baselines import fit_baseline
+from geoseg.train.baselines import fit_baseline, store_pixel_size
 from geoseg.train.data import (
     CropSampler,
     StallMeter,
@@ -105,7 +105,8 @@ def train(
         if ckpt is not None:
             _check_same_store(ckpt, store)
         seed_everything(cfg.seed)
-        model = build_from_spec(model_spec(cfg, len(store.bands))).to(dev)
+        model = build_from_spec(model_spec(cfg, len(store.bands), store_pixel_size(cfg, store)))
+        model = model.to(dev)
         sampler = CropSampler(
             store,
             crop_size=cfg.data.crop_size,
@@ -360,7 +361,7 @@ def snapshot(
     return Checkpoint.new(
         model,
         method=cfg.method,
-        spec=model_spec(cfg, len(store.bands)),
+        spec=model_spec(cfg, len(store.bands), store_pixel_size(cfg, store)),
         bands=sampler.bands,
         crop_size=sampler.crop_size,
         config=to_dict(cfg),

@@ -106,8 +106,11 @@ def method_for(cfg: TrainConfig, band_names: list[str]) -> Method:
     return (AC if cfg.method == "ac" else IIC)(cfg, band_names)
 
 
-def model_spec(cfg: TrainConfig, in_channels: int) -> dict[str, Any]:
-    """``build_model`` kwargs for this config (what the checkpoint stores under ``model``)."""
+def model_spec(
+    cfg: TrainConfig, in_channels: int, pixel_size: float | None = None
+) -> dict[str, Any]:
+    """``build_model`` kwargs for this config (what the checkpoint stores under ``model``);
+    ``pixel_size`` (the store's, metres) sizes the pyramid when ``baseline.pyramid_metres``."""
     if cfg.method == "kmeans":
         b = cfg.baseline
         model_cfg = {
@@ -115,6 +118,10 @@ def model_spec(cfg: TrainConfig, in_channels: int) -> dict[str, Any]:
             "texture_window": b.texture_window,
             "pyramid": b.pyramid,
         }
+        if b.pyramid and b.pyramid_metres:
+            from geoseg.models.pyramid import scales_for
+
+            model_cfg["pyramid_scales"] = scales_for(pixel_size)
         return {
             "method": "kmeans",
             "model_cfg": model_cfg,
