@@ -299,6 +299,10 @@ def run_geoseg(
     from geoseg_api import NoClassFound, fit_mapping, load_checkpoint, predict, train
 
     overrides = (*COMMON, *spec["train"])
+    if not scene.georeferenced:
+        # a PNG is tiled from its stand-in grid of 1 m pixels; geoseg tile on the PNG itself
+        # gives a store without CRS, whose pyramid keeps the pixel scales: train as that would
+        overrides = tuple(o for o in overrides if not o.startswith("baseline.pyramid_metres="))
     key = (spec["method"], overrides)
     run = out / "runs" / name
     rec: dict[str, Any] = {

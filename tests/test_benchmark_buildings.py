@@ -199,7 +199,11 @@ def _png_crop(data_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 def test_json_schema_kmeans_tiny_run(bench, data_dir, tmp_path, monkeypatch, capsys):
     image, labels = _png_crop(data_dir, tmp_path)
-    monkeypatch.setitem(bench.METHODS["kmeans"], "train", ("baseline.samples=4000",))
+    # pyramid_metres: a PNG trains as geoseg tile on the PNG would (no CRS, pixel scales), not
+    # on its stand-in 1 m grid, so the benchmark drops the option for it
+    monkeypatch.setitem(
+        bench.METHODS["kmeans"], "train", ("baseline.samples=4000", "baseline.pyramid_metres=true")
+    )
     out, listing = tmp_path / "run", tmp_path / "all.json"
     code = bench.main(
         [
@@ -223,6 +227,8 @@ def test_json_schema_kmeans_tiny_run(bench, data_dir, tmp_path, monkeypatch, cap
     assert rec["method"] == "kmeans" and rec["scene"] == "crop" and rec["units"] == "px"
     assert rec["pixel_size"] == 1.0 and rec["min_area"] == 20.0 and rec["error"] is None
     assert rec["commit"] and isinstance(rec["train_s"], float)
+    assert "baseline.samples=4000" in rec["budget"]["overrides"]
+    assert not any("pyramid_metres" in o for o in rec["budget"]["overrides"])
     assert [d["seed"] for d in rec["draws"]] == [0, 1, 2]
     for d in rec["draws"]:
         assert set(bench.METRICS) <= set(d)
