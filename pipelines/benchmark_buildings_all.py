@@ -394,7 +394,10 @@ def ablation(rows: dict[str, dict[str, dict]]) -> str:
         "`default-no-cleanup` keeps specks under 10 m² and holes; `default-superpixels-px` sets "
         "the superpixels' parameters in pixels whatever the resolution (default sets them in "
         "metres from the scene's pixel size; a scene without georeferencing, like the PNGs, "
-        "keeps the pixel ones). Produced by the same command "
+        "keeps the pixel ones); `default-pyramid-m` sizes the feature pyramid's blurs and "
+        "top-hats in metres from the tile store's pixel size (`baseline.pyramid_metres`: the "
+        "pixel scales at 0.5 m, factor clamped to 0.5–2; tried, not adopted; 0.5 m scenes and "
+        "PNGs train exactly as `default`). Produced by the same command "
         "with `--methods " + ",".join(ABLATIONS) + "` (then `--report-only`).",
         "",
         "SpaceNet F1, mean (min–max) over the three draws:",
