@@ -74,7 +74,6 @@ class _Options:
     transform: Affine
     crs_wkt: str | None
     metric_crs: str | None  # a UTM zone for geographic rasters, else None
-    unit_factor: float  # metres per CRS unit for projected rasters
     min_area: float
     simplify: float
     fill_holes: bool | float
@@ -209,7 +208,7 @@ def _options(raster, probabilities, values, min_area, simplify, fill_holes, regu
                 param="INPUT",
             )
         size, transform, crs = (src.height, src.width), src.transform, src.crs
-        metric_crs, factor = _metric_crs(src)
+        metric_crs = _metric_crs(src)
     if probabilities is not None:
         check_input(probabilities, param="--probabilities")
         with rasterio.open(probabilities) as prob:
@@ -226,7 +225,6 @@ def _options(raster, probabilities, values, min_area, simplify, fill_holes, regu
         transform=transform,
         crs_wkt=crs.to_wkt() if crs else None,
         metric_crs=metric_crs,
-        unit_factor=factor,
         min_area=float(min_area),
         simplify=float(simplify),
         fill_holes=fill_holes if isinstance(fill_holes, bool) else float(fill_holes),
@@ -235,12 +233,12 @@ def _options(raster, probabilities, values, min_area, simplify, fill_holes, regu
     )
 
 
-def _metric_crs(src: rasterio.DatasetReader) -> tuple[str | None, float]:
-    """``(UTM CRS unless the raster is projected in metres, else None; 1.0 m per unit)``."""
+def _metric_crs(src: rasterio.DatasetReader) -> str | None:
+    """The UTM CRS to measure in, unless the raster is projected in ground metres (None)."""
     if src.crs is None:
         log.warning("%s has no CRS; areas and tolerances are taken in pixel-grid units", src.name)
-        return None, 1.0
-    return metric_crs(src.crs, src.bounds), 1.0  # the one rule: geoseg.io.crs
+        return None
+    return metric_crs(src.crs, src.bounds)  # the one rule: geoseg.io.crs
 
 
 def _block(opts: _Options, window: Window) -> tuple[dict[str, np.ndarray], _Pieces, dict]:
@@ -464,7 +462,7 @@ def _finish(pieces: _Pieces, opts: _Options) -> dict[str, np.ndarray]:
 
 
 def _reproject(geoms: np.ndarray, opts: _Options, *, to_metric: bool) -> np.ndarray:
-    """Geometries from the raster CRS to metres (or back).
+    """Geometries from the raster CRS to metres (or back); unchanged when it is in metres.
 
     The pyproj transformer is built per call: transformers must not be shared between the
     threads that run blocks, and building one costs far less than a block.
@@ -475,8 +473,7 @@ def _reproject(geoms: np.ndarray, opts: _Options, *, to_metric: bool) -> np.ndar
         crs = (opts.crs_wkt, opts.metric_crs) if to_metric else (opts.metric_crs, opts.crs_wkt)
         t = Transformer.from_crs(*crs, always_xy=True)
         return shapely.transform(geoms, lambda xy: np.column_stack(t.transform(*xy.T)))
-    k = opts.unit_factor if to_metric else 1 / opts.unit_factor
-    return geoms if k == 1.0 else shapely.transform(geoms, lambda xy: xy * k)
+    return geoms
 
 
 def _to_frame(
