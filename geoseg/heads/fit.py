@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 
 #: inverse L2 strength of the logistic regression (scikit-learn's ``C``)
 C = 0.5
-#: predict's tile edge for a model with this head: the pyramid's widest window is 41 px and
-#: its widest blur 3 x 16 px, so tiles of 256 px with predict's 32 px overlap keep edge effects
-#: to the blended margin
+#: predict's tile edge for a model with this head: the pyramid's widest window is 41 px (81 px
+#: with ``baseline.pyramid_metres`` on fine imagery) and its widest blur 3 x 16 px, so tiles of
+#: 256 px with predict's 32 px overlap keep most edge effects to the blended margin
 TILE = 256
 #: polygons smaller than this (m²) are specks, not buildings (a garden shed is about 5 m²);
 #: with holes filled (courtyards under this size are roof furniture and shadows)
