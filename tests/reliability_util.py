@@ -145,3 +145,23 @@ def train_kmeans(inputs, workdir: Path, *tile_args, k: int = 4, tile_size: int =
     )
     assert r.code == 0, r.err
     return workdir / "run" / "best.pt"
+
+
+def tiny_training(**changes) -> tuple[str, ...]:
+    """``key=value`` overrides for the smallest IIC run that still passes every stage of the
+    loop (evaluation, checkpoints, quicklooks); ``changes`` replace or add keys (dots as
+    double underscores: ``data__crop_size=48``)."""
+    base = {
+        "n_clusters": 4,
+        "n_over_clusters": 0,
+        "data.crop_size": 32,
+        "data.batch_size": 2,
+        "data.quicklook_tiles": 1,
+        "model.width": 0.125,
+        "loss.displacement": 1,
+        "schedule.eval_batches": 1,
+        "schedule.log_every": 1,
+        "schedule.steps_per_epoch": 100,
+    }
+    base.update({k.replace("__", "."): v for k, v in changes.items()})
+    return tuple(f"{k}={v}" for k, v in base.items())

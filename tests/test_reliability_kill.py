@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from reliability_util import geoseg, read, spawn, train_kmeans, write_raster
+from reliability_util import geoseg, read, spawn, tiny_training, train_kmeans, write_raster
 
 FAST_SEEDS = [0]
 SLOW_SEEDS = [1, 2, 3, 4, 5]
@@ -85,21 +85,7 @@ def test_predict_killed_then_rerun_equals_an_uninterrupted_run(scene, model, tmp
     assert not list((tmp_path / "out").glob(".*")), note
 
 
-TINY = (
-    "n_clusters=4",
-    "n_over_clusters=0",
-    "data.crop_size=32",
-    "data.batch_size=2",
-    "data.quicklook_tiles=1",
-    "model.width=0.125",
-    "loss.displacement=1",
-    "schedule.eval_batches=1",
-    "schedule.log_every=1",
-    "schedule.steps_per_epoch=100",
-    "schedule.steps=8",
-    "schedule.eval_every=4",
-    "schedule.checkpoint_every=2",
-)
+TINY = tiny_training(schedule__steps=8, schedule__eval_every=4, schedule__checkpoint_every=2)
 
 
 @pytest.fixture(scope="module")

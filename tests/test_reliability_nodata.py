@@ -13,22 +13,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from reliability_util import assert_refused, geoseg, read, train_kmeans, write_raster
+from reliability_util import assert_refused, geoseg, read, tiny_training, train_kmeans, write_raster
 from scipy import ndimage
 
 #: a tiny, fast IIC run (as tests/test_train.py)
-TINY = (
-    "n_clusters=4",
-    "n_over_clusters=0",
-    "data.crop_size=48",
-    "data.batch_size=2",
-    "data.quicklook_tiles=1",
-    "model.width=0.125",
-    "loss.displacement=1",
-    "schedule.eval_batches=1",
-    "schedule.log_every=1",
-    "schedule.steps_per_epoch=100",
-)
+TINY = tiny_training(data__crop_size=48)
 
 
 def _nan_pixels(shape, n=40, seed=0):

@@ -9,22 +9,12 @@ import json
 
 import pytest
 import torch
+from reliability_util import tiny_training
 
 from geoseg.train.data import CropSampler, loader_workers, step_batches, torch_threads
 from geoseg.train.loop import train
 
-TINY = (
-    "n_clusters=4",
-    "n_over_clusters=8",
-    "data.crop_size=32",
-    "data.batch_size=2",
-    "data.quicklook_tiles=1",
-    "model.width=0.125",
-    "loss.displacement=1",
-    "schedule.eval_batches=1",
-    "schedule.log_every=1",
-    "schedule.steps_per_epoch=100",
-)
+TINY = tiny_training(n_over_clusters=8)
 
 
 @pytest.fixture(scope="module")
