@@ -96,8 +96,7 @@ def test_map_refuses_a_trivially_perfect_mapping(fixtures, building_labels, tmp_
     # building polygons with --fill 0: only building pixels are labelled
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt", tile=32)
     with pytest.raises(BadInput, match="only building pixels") as info:
-        fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], fill=0,
-                    tile_size=32)  # fmt: skip
+        fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], fill=0, tile_size=32)
     assert info.value.param == "--labels"
 
 
@@ -116,8 +115,14 @@ def test_pyramid_shapes_and_scale():
 def test_head_round_trips_and_predict_uses_it(fixtures, building_labels, tmp_path, kind):  # noqa: F811
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt", tile=32)
     out = tmp_path / "head.pt"
-    result = fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"],
-                         head=kind, tile_size=32, output=out)  # fmt: skip
+    result = fit_mapping(
+        ckpt_path,
+        labels=building_labels,
+        image=fixtures["rgbn"],
+        head=kind,
+        tile_size=32,
+        output=out,
+    )
     assert result["mapping"]["method"] == kind
     raw = torch.load(out, map_location="cpu", weights_only=True)  # no pickled code
     assert raw["fewshot"]["kind"] == kind and raw["n_clusters"] == [len(CENTROIDS), 2]
@@ -130,16 +135,21 @@ def test_head_round_trips_and_predict_uses_it(fixtures, building_labels, tmp_pat
     inter = (building == 1) & truth
     assert inter.sum() / ((building == 1) | truth).sum() > 0.8
     # re-mapping replaces the head instead of stacking a second one
-    again = fit_mapping(out, labels=building_labels, image=fixtures["rgbn"], tile_size=32,
-                        overwrite=True, method="majority")  # fmt: skip
+    again = fit_mapping(
+        out,
+        labels=building_labels,
+        image=fixtures["rgbn"],
+        tile_size=32,
+        overwrite=True,
+        method="majority",
+    )
     assert Checkpoint.load(out)["n_clusters"] == [len(CENTROIDS)]
     assert "fewshot" not in Checkpoint.load(out) and again["mapping"]["head"] == 0
 
 
 def test_head_refinement_keeps_georeferencing_and_nodata(fixtures, building_labels, tmp_path):  # noqa: F811
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt", tile=32)
-    fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], head="mlp",
-                tile_size=32)  # fmt: skip
+    fit_mapping(ckpt_path, labels=building_labels, image=fixtures["rgbn"], head="mlp", tile_size=32)
     written = predict(fixtures["rgbn_nodata"], ckpt_path, tmp_path / "pred", scheduler="sync")
     with rasterio.open(fixtures["rgbn_nodata"]) as src:
         transform, crs = src.transform, src.crs
@@ -179,8 +189,18 @@ def test_cli_map_head_mlp_prints_the_estimate(fixtures, building_labels, tmp_pat
     from geoseg.cli import group
 
     ckpt_path = kmeans_checkpoint(tmp_path / "best.pt", tile=32)
-    args = ["map", str(ckpt_path), "--labels", str(building_labels), "--image",
-            str(fixtures["rgbn"]), "--head", "mlp", "--tile-size", "32"]  # fmt: skip
+    args = [
+        "map",
+        str(ckpt_path),
+        "--labels",
+        str(building_labels),
+        "--image",
+        str(fixtures["rgbn"]),
+        "--head",
+        "mlp",
+        "--tile-size",
+        "32",
+    ]
     res = CliRunner().invoke(group, args)
     assert res.exit_code == 0, res.output
     assert "mlp mapping of head 1" in res.output and "estimated IoU" in res.output

@@ -19,8 +19,20 @@ def run(*args):
 
 def test_tile_then_info(fixtures, tmp_path):
     out = tmp_path / "s.zarr"
-    result = run("tile", fixtures["rgbn"], "-o", out, "--bands", "1,4", "--tile-size", "32",
-                 "--overlap", "0", "--labels", fixtures["labels"])  # fmt: skip
+    result = run(
+        "tile",
+        fixtures["rgbn"],
+        "-o",
+        out,
+        "--bands",
+        "1,4",
+        "--tile-size",
+        "32",
+        "--overlap",
+        "0",
+        "--labels",
+        fixtures["labels"],
+    )
     assert result.exit_code == 0, result.output
     assert "12 tiles" in result.output and "red,nir" in result.output
     store = open_store(out)
@@ -47,8 +59,13 @@ def test_tile_then_info(fixtures, tmp_path):
 def test_bad_input_exits_2_naming_the_argument(fixtures, tmp_path, capsys, args, needle):
     bad = tmp_path / "notes.tif"
     bad.write_text("hello")
-    names = dict(bad=bad, missing=tmp_path / "missing.tif", rgbn=fixtures["rgbn"],
-                 out=tmp_path / "s.zarr", tmp=tmp_path)  # fmt: skip
+    names = dict(
+        bad=bad,
+        missing=tmp_path / "missing.tif",
+        rgbn=fixtures["rgbn"],
+        out=tmp_path / "s.zarr",
+        tmp=tmp_path,
+    )
     with pytest.raises(SystemExit) as exit_:
         main(["-q", "tile", *[a.format(**names) for a in args]])
     stderr = capsys.readouterr().err
@@ -74,7 +91,18 @@ def test_existing_output_needs_overwrite_end_to_end(fixtures, tmp_path):
 def test_label_raster_on_another_grid_fails_before_writing(fixtures, make_raster, tmp_path, capsys):
     labels = make_raster("small_labels.tif", np.ones((1, 10, 10), np.uint8))
     with pytest.raises(SystemExit) as exit_:
-        main(["-q", "tile", str(fixtures["rgbn"]), "-o", str(tmp_path / "s.zarr"),
-              "--labels", str(labels), "--tile-size", "16"])  # fmt: skip
+        main(
+            [
+                "-q",
+                "tile",
+                str(fixtures["rgbn"]),
+                "-o",
+                str(tmp_path / "s.zarr"),
+                "--labels",
+                str(labels),
+                "--tile-size",
+                "16",
+            ]
+        )
     assert exit_.value.code == 2 and "--labels" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.zarr")) and not list(tmp_path.glob(".*partial*"))

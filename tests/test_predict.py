@@ -24,8 +24,12 @@ from geoseg.tiles.grid import blend_weight, plan_blocks, tile_origins
 def tiny_checkpoint(path, *, bands=(1, 2, 3, 4), k=5, tile=32, seed=0, mapping=None):
     """A seeded untrained Kanezaki net (3x3 convs: real spatial context) as a checkpoint."""
     torch.manual_seed(seed)
-    spec = {"method": "kanezaki", "model_cfg": {"layers": 2}, "in_channels": len(bands),
-            "n_clusters": [k]}  # fmt: skip
+    spec = {
+        "method": "kanezaki",
+        "model_cfg": {"layers": 2},
+        "in_channels": len(bands),
+        "n_clusters": [k],
+    }
     net = build_from_spec(spec)
     n = len(bands)
     norm = {"mean": [120.0] * n, "std": [50.0] * n, "p2": [5.0] * n, "p98": [250.0] * n}
@@ -64,9 +68,12 @@ def test_blocks_partition_the_scene_and_hold_every_touching_tile(h, w, tile, ove
     rows, cols = tile_origins(h, tile, overlap), tile_origins(w, tile, overlap)
     for b in plan_blocks(h, w, tile=tile, overlap=overlap, block=block):
         cover[b.rows[0] : b.rows[1], b.cols[0] : b.cols[1]] += 1
-        touching = [(int(r), int(c)) for r in rows for c in cols
-                    if r < b.rows[1] and r + tile > b.rows[0]
-                    and c < b.cols[1] and c + tile > b.cols[0]]  # fmt: skip
+        touching = [
+            (int(r), int(c))
+            for r in rows
+            for c in cols
+            if r < b.rows[1] and r + tile > b.rows[0] and c < b.cols[1] and c + tile > b.cols[0]
+        ]
         assert list(b.tiles) == touching
         assert b.read_rows[0] <= b.rows[0] and b.read_rows[1] >= b.rows[1]
         assert b.read_rows[1] <= h and b.read_cols[1] <= w
@@ -193,9 +200,19 @@ def test_a_failure_mid_scene_leaves_no_partial_output(tmp_path, scene, ckpt):
     old_bytes = old.read_bytes()
     image, _ = synthetic_scene(256, 256, seed=4)
     broken = tmp_path / "broken.tif"
-    profile = dict(driver="GTiff", width=256, height=256, count=4, dtype="uint8",
-                   crs="EPSG:32611", transform=rasterio.transform.from_origin(5e5, 4e6, 1, 1),
-                   tiled=True, blockxsize=64, blockysize=64, compress="deflate")  # fmt: skip
+    profile = dict(
+        driver="GTiff",
+        width=256,
+        height=256,
+        count=4,
+        dtype="uint8",
+        crs="EPSG:32611",
+        transform=rasterio.transform.from_origin(5e5, 4e6, 1, 1),
+        tiled=True,
+        blockxsize=64,
+        blockysize=64,
+        compress="deflate",
+    )
     with rasterio.open(broken, "w", **profile) as dst:
         dst.write(image)
     with rasterio.open(broken) as src:
@@ -241,9 +258,23 @@ def test_tta_makes_the_prediction_rotation_equivariant(ckpt):
 
 def test_class_option_writes_class_raster_and_polygons(tmp_path, scene, ckpt):
     res = CliRunner().invoke(
-        group, ["-q", "predict", str(scene), "-m", str(ckpt), "-o", str(tmp_path / "o"),
-                "--class", "building=1,2", "--tile-size", "48", "--overlap", "8"],
-    )  # fmt: skip
+        group,
+        [
+            "-q",
+            "predict",
+            str(scene),
+            "-m",
+            str(ckpt),
+            "-o",
+            str(tmp_path / "o"),
+            "--class",
+            "building=1,2",
+            "--tile-size",
+            "48",
+            "--overlap",
+            "8",
+        ],
+    )
     assert res.exit_code == 0, res.output
     clusters = read(tmp_path / "o" / "scene_clusters.tif")[0]
     building = read(tmp_path / "o" / "scene_building.tif")[0]
@@ -261,15 +292,27 @@ def test_class_option_writes_class_raster_and_polygons(tmp_path, scene, ckpt):
 def test_polygon_options_clean_the_class_polygons(tmp_path, scene, ckpt):
     import geopandas
 
-    base = ["-q", "predict", str(scene), "-m", str(ckpt), "--class", "building=1,2",
-            "--tile-size", "48", "--overlap", "8"]  # fmt: skip
+    base = [
+        "-q",
+        "predict",
+        str(scene),
+        "-m",
+        str(ckpt),
+        "--class",
+        "building=1,2",
+        "--tile-size",
+        "48",
+        "--overlap",
+        "8",
+    ]
     raw = CliRunner().invoke(group, [*base, "-o", str(tmp_path / "raw")])
     assert raw.exit_code == 0, raw.output
     polygons = geopandas.read_file(tmp_path / "raw" / "scene_buildings.gpkg")
     cut = float(polygons["area_m2"].median())
     assert (polygons["area_m2"] < cut).any() and (polygons["area_m2"] >= cut).any()
-    clean = CliRunner().invoke(group, [*base, "-o", str(tmp_path / "clean"),
-                                       "--min-area", str(cut), "--fill-holes"])  # fmt: skip
+    clean = CliRunner().invoke(
+        group, [*base, "-o", str(tmp_path / "clean"), "--min-area", str(cut), "--fill-holes"]
+    )
     assert clean.exit_code == 0, clean.output
     kept = geopandas.read_file(tmp_path / "clean" / "scene_buildings.gpkg")
     assert len(kept) == (polygons["area_m2"] >= cut).sum()
@@ -278,8 +321,17 @@ def test_polygon_options_clean_the_class_polygons(tmp_path, scene, ckpt):
 
 def test_nodata_override(tmp_path, fixtures, ckpt):
     # rgbn_nodata: 20 left columns are 0 in every band, and the file declares nodata 0
-    base = ["-q", "predict", str(fixtures["rgbn_nodata"]), "-m", str(ckpt),
-            "--tile-size", "48", "--overlap", "8"]  # fmt: skip
+    base = [
+        "-q",
+        "predict",
+        str(fixtures["rgbn_nodata"]),
+        "-m",
+        str(ckpt),
+        "--tile-size",
+        "48",
+        "--overlap",
+        "8",
+    ]
     assert CliRunner().invoke(group, [*base, "-o", str(tmp_path / "a")]).exit_code == 0
     ignored = CliRunner().invoke(group, [*base, "-o", str(tmp_path / "b"), "--nodata", "none"])
     assert ignored.exit_code == 0, ignored.output

@@ -131,8 +131,15 @@ def test_isprs_colour_labels_map_to_classes(data_dir, make_raster, tmp_path):
     from PIL import Image
 
     index = np.asarray(Image.open(data_dir / "isprs" / "potsdam_2_10_label_512.png"))[:64, :64]
-    colours = {1: (255, 255, 255), 2: (0, 0, 255), 3: (0, 255, 255), 4: (0, 255, 0),
-               5: (255, 255, 0), 6: (255, 0, 0), 0: (0, 0, 0)}  # fmt: skip
+    colours = {
+        1: (255, 255, 255),
+        2: (0, 0, 255),
+        3: (0, 255, 255),
+        4: (0, 255, 0),
+        5: (255, 255, 0),
+        6: (255, 0, 0),
+        0: (0, 0, 0),
+    }
     rgb = np.zeros((3, 64, 64), np.uint8)
     for cls, colour in colours.items():
         rgb[:, index == cls] = np.array(colour, np.uint8)[:, None]

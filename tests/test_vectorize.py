@@ -30,9 +30,17 @@ def write(path, array, *, crs="EPSG:32611", transform=None, nodata=NODATA):
     transform = transform or from_origin(500_000.0, 4_000_000.0, 0.5, 0.5)
     h, w = array.shape
     with rasterio.open(
-        path, "w", driver="GTiff", width=w, height=h, count=1, dtype=array.dtype.name,
-        crs=crs, transform=transform, nodata=nodata,
-    ) as dst:  # fmt: skip
+        path,
+        "w",
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=1,
+        dtype=array.dtype.name,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    ) as dst:
         dst.write(array, 1)
     return path
 
@@ -269,8 +277,9 @@ def test_cli_exit_codes(tmp_path):
     assert isinstance(missing.exception, BadInput) and missing.exception.exit_code == 2
     res = subprocess.run(
         [sys.executable, "-m", "geoseg", "vectorize", str(path), "-o", str(out)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "--overwrite" in res.stderr
     assert out.read_text() == "keep me"
