@@ -170,6 +170,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
         "map": {"head": "mlp", "head_options": {"pixel_size": None}},
     },
     "default-linear": {**METHODS["default"], "map": {"head": "linear", "head_options": _HEAD}},
+    # the threshold chosen on out-of-fold probabilities (4 folds of tiles), not in-sample
+    "default-cv-threshold": {
+        **METHODS["default"],
+        "map": {"head": "mlp", "head_options": {**_HEAD, "calibration": "folds"}},
+    },
     # the feature pyramid's blurs and windows sized in metres from the store's pixel size
     # (today's pixel scales at 0.5 m, within an octave either way); PNG scenes are unchanged
     "default-pyramid-m": {

@@ -206,3 +206,42 @@ def test_cli_map_head_mlp_prints_the_estimate(fixtures, building_labels, tmp_pat
     assert "mlp mapping of head 1" in res.output and "estimated IoU" in res.output
     bad = CliRunner().invoke(group, [*args[:-4], "--head", "deep"])
     assert bad.exit_code == 2 and "--head" in bad.output
+
+
+def test_fold_calibrated_threshold_is_recorded_and_predicts_as_well(
+    fixtures,
+    building_labels,  # noqa: F811
+    tmp_path,
+):
+    """calibration="folds": the threshold is chosen on tiles each scored by a head fitted
+    without them; the record says so, its IoU estimate is out-of-sample (never above the
+    in-sample one on the same tiles by more than noise), and predict still finds the roofs.
+    With fewer labelled tiles than folds it falls back to in-sample, and says so."""
+    from geoseg.heads.fit import FOLDS
+
+    ckpt_path = kmeans_checkpoint(tmp_path / "best.pt", tile=32)
+    common = dict(labels=building_labels, image=fixtures["rgbn"], head="mlp", tile_size=32)
+    fit_mapping(ckpt_path, output=tmp_path / "in.pt", **common)
+    fit_mapping(
+        ckpt_path, output=tmp_path / "cv.pt", head_options={"calibration": "folds"}, **common
+    )
+    inside = Checkpoint.load(tmp_path / "in.pt")["fewshot"]
+    folds = Checkpoint.load(tmp_path / "cv.pt")["fewshot"]
+    assert inside["calibration"] == "in-sample" and folds["calibration"] == "folds"
+    assert folds["pixels"] == inside["pixels"]  # every labelled pixel scored out of fold
+    assert folds["estimated_iou"] <= inside["estimated_iou"] + 0.02
+    written = predict(fixtures["rgbn"], tmp_path / "cv.pt", tmp_path / "pred", scheduler="sync")
+    with rasterio.open(written["building"]) as src:
+        building = src.read(1) == 1
+    with rasterio.open(fixtures["labels"]) as src:
+        truth = src.read(1) == 1
+    assert (building & truth).sum() / (building | truth).sum() > 0.8
+    few = fit_mapping(
+        ckpt_path,
+        output=tmp_path / "few.pt",
+        max_tiles=FOLDS - 1,
+        head_options={"calibration": "folds"},
+        **common,
+    )
+    assert few["tiles"] == FOLDS - 1
+    assert Checkpoint.load(tmp_path / "few.pt")["fewshot"]["calibration"] == "in-sample"
