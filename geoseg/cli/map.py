@@ -163,7 +163,11 @@ def cli(
     estimates = ", ".join(f"{k} {v:.3f}" for k, v in result["estimated_iou"].items())
     if result["accuracy"] is not None:
         click.echo(f"pixel accuracy on those tiles {result['accuracy']:.4f}")
-    click.echo(f"estimated IoU on those tiles (in-sample, optimistic): {estimates}")
+    if result.get("estimate") == "out-of-fold":
+        # each tile scored by a head fitted without it: an honest estimate, not a fitted one
+        click.echo(f"estimated IoU on those tiles (out-of-fold): {estimates}")
+    else:
+        click.echo(f"estimated IoU on those tiles (in-sample, optimistic): {estimates}")
     if result["warning"]:
         click.echo(f"warning: {result['warning']}", err=True)
     click.echo(f"saved {result['output']}")

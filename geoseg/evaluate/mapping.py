@@ -259,7 +259,8 @@ def fit_mapping(
 
     Returns:
         ``{"mapping", "tiles", "pixels", "accuracy", "estimated_iou" (per class name),
-        "warning" (str or None), "confusion", "output"}``.
+        "warning" (str or None), "confusion", "output"}``; a few-label head adds
+        ``"estimate"``: ``in-sample`` or ``out-of-fold`` (its ``calibration="folds"``).
     """
     from geoseg.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
     from geoseg.evaluate.naming import name_by_iou
@@ -485,6 +486,7 @@ def _fit_linear(ckpt, model, tiles, table, skip, *, target, options) -> dict[str
         "pixels": n_pixels,
         "accuracy": None,
         "estimated_iou": by_name,
+        "estimate": "out-of-fold" if record.get("calibration") == "folds" else "in-sample",
         "warning": warning,
         "confusion": None,
         "output": str(target),
