@@ -397,7 +397,9 @@ def ablation(rows: dict[str, dict[str, dict]]) -> str:
         "keeps the pixel ones); `default-pyramid-m` sizes the feature pyramid's blurs and "
         "top-hats in metres from the tile store's pixel size (`baseline.pyramid_metres`: the "
         "pixel scales at 0.5 m, factor clamped to 0.5–2; tried, not adopted; 0.5 m scenes and "
-        "PNGs train exactly as `default`). Produced by the same command "
+        "PNGs train exactly as `default`); `default-cv-threshold` chooses the head's threshold "
+        "on out-of-fold probabilities (4 folds of labelled tiles, each scored by a head fitted "
+        'without it; `calibration="folds"`; tried, not adopted). Produced by the same command '
         "with `--methods " + ",".join(ABLATIONS) + "` (then `--report-only`).",
         "",
         "SpaceNet F1, mean (min–max) over the three draws:",
