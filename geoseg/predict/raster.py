@@ -491,21 +491,7 @@ def predict(
                     dsts[role].write(arr if arr.ndim == 3 else arr[None], window=window)
 
         seg_node = dask.delayed(segment, pure=False)
-        kwargs = dict(
-            bands=bands,
-            norm=ckpt["norm"],
-            segment=seg_node,
-            tile=tile,
-            overlap=overlap,
-            batch_size=batch_size,
-            n_classes=n_classes,
-            classes=named,
-            probabilities=probabilities,
-            nodata=nodata,
-        )
-        task = dask.delayed(predict_block, pure=False)
-        # tiles touching several blocks: one task per group, its result handed to each block
-        groups, uses = shared_tiles(blocks, tile)
+        # what computing tiles needs; a block task also blends them and writes its outputs
         tiles_kw = dict(
             bands=bands,
             norm=ckpt["norm"],
@@ -514,6 +500,17 @@ def predict(
             batch_size=batch_size,
             nodata=nodata,
         )
+        kwargs = dict(
+            tiles_kw,
+            segment=seg_node,
+            overlap=overlap,
+            n_classes=n_classes,
+            classes=named,
+            probabilities=probabilities,
+        )
+        task = dask.delayed(predict_block, pure=False)
+        # tiles touching several blocks: one task per group, its result handed to each block
+        groups, uses = shared_tiles(blocks, tile)
         shared_task = dask.delayed(predict_tiles, pure=False)
         shared = {
             key: shared_task(str(raster), tiles_, **{**tiles_kw, "segment": seg_node})
