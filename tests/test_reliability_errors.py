@@ -65,14 +65,21 @@ def test_a_store_missing_an_array_names_the_store(fixtures, tmp_path):
         assert_refused(geoseg(*args), "s.zarr", "valid")
 
 
-def test_a_store_with_a_damaged_chunk_names_the_store(fixtures, tmp_path):
-    """A chunk file cut in half (a partial copy): today "RuntimeError: error during blosc
-    decompression", exit 1."""
+@pytest.mark.parametrize("damage", ["cut", "flipped"])
+def test_a_store_with_a_damaged_chunk_names_the_store(fixtures, tmp_path, damage):
+    """A chunk (shard) file cut in half (a partial copy): today "RuntimeError: error during
+    blosc decompression", exit 1. Or one byte inside a tile changed (a bad disk): the tile's
+    checksum names it (LZ4 alone would decode garbage)."""
     store = tmp_path / "cut.zarr"
     assert geoseg("tile", fixtures["rgbn"], "-o", store, "--tile-size", 64).code == 0
     chunks = sorted(p for p in (store / "image").rglob("c*") if p.is_file())
     for chunk in chunks:
-        chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+        data = bytearray(chunk.read_bytes())
+        if damage == "cut":
+            chunk.write_bytes(data[: len(data) // 2])
+        else:  # the middle of the first tile: past Blosc's header, before the index
+            data[len(data) // 8] ^= 0xFF
+            chunk.write_bytes(bytes(data))
     r = geoseg("train", store, "-o", tmp_path / "run", "--method", "kmeans")
     assert_refused(r, "cut.zarr", "damaged")
 

@@ -286,26 +286,33 @@ def test_float_stats_are_close_and_bounded(make_raster, tmp_path):
     assert store.image.dtype == np.float32 and not store.read(0)["valid"][:5, :5].any()
 
 
-def test_store_of_another_codec_reads_and_resumes(fixtures, tmp_path, monkeypatch):
-    """A partial store whose image chunks use another Blosc codec (LZ4 here; the codec has
-    changed between versions) resumes with it (each chunk encoded with its array's own codecs)
-    and reads back equal to a store written with the current one."""
+def test_store_of_the_previous_layout_reads_and_resumes(fixtures, tmp_path, monkeypatch):
+    """A partial store in the layout before shards (issue 11: one file per tile, Blosc zstd-1
+    image chunks without a checksum) resumes in its own layout (each chunk encoded with its
+    array's own codecs) and reads back equal to a store written in shards."""
     from zarr.codecs import BloscCodec
 
     import geoseg.tiles.writer as writer
+    from geoseg.tiles.chunks import sharded
 
     kwargs = dict(tile_size=16, overlap=4, labels=fixtures["labels"])
     reference = tile(fixtures["rgbn"], tmp_path / "ref.zarr", **kwargs)
-    assert reference.group["image"].metadata.codecs[-1].cname.value == "zstd"
+    size = sharded(reference.group["image"])
+    assert size > 1 and sharded(reference.group["label"]) == size
+    n_files = len(list((tmp_path / "ref.zarr" / "image").glob("c.*")))
+    assert n_files == -(-reference.n_tiles // size)  # one file per shard, not per tile
     partial = tmp_path / ".old.zarr.partial"
     with monkeypatch.context() as m:
-        m.setattr(writer, "_image_codec", lambda: BloscCodec(cname="lz4", clevel=5))
+        m.setattr(writer, "shard_tiles", lambda nbytes: 1)
+        old = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+        m.setattr(writer, "_image_codec", lambda: old)
         tile(fixtures["rgbn"], partial, **kwargs)
     group = zarr.open_group(str(partial), mode="r+")
     group.attrs["complete"] = False
     group["done"][0:32] = False
     group["image"][0:32] = 0
     resumed = tile(fixtures["rgbn"], tmp_path / "old.zarr", **kwargs)
-    assert resumed.group["image"].metadata.codecs[-1].cname.value == "lz4"
+    assert not sharded(resumed.group["image"])
+    assert resumed.group["image"].metadata.codecs[-1].cname.value == "zstd"
     for name in ("image", "valid", "label", "origin"):
         np.testing.assert_array_equal(resumed.group[name][:], reference.group[name][:])

@@ -273,7 +273,8 @@ def _explain(exc: Exception, argv: list[str]) -> tuple[int, str] | None:
             )
     for e in chain:
         text = str(e).lower()
-        if "decompress" in text or "codec" in text and "decod" in text:
+        # "checksum": a tile store's crc32c codec (issue 11) finds a cut or corrupted chunk
+        if "decompress" in text or "checksum" in text or "codec" in text and "decod" in text:
             stores = [a for a in argv if a.rstrip("/").endswith(".zarr")] or ["the tile store"]
             return 2, (
                 f"{', '.join(stores)}: a chunk cannot be decoded ({_one_line(e)}); the store is "
