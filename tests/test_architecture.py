@@ -69,7 +69,7 @@ DELEGATES = {
     "score": {"geoseg.evaluate.spacenet.score"},
     "tile": {"geoseg.tiles.writer.tile"},
     "train": {"geoseg.train.loop.train"},
-    "vectorize": {"geoseg.vector.vectorize.vectorize"},
+    "vectorize": {"geoseg.vector.vectorize.vectorize_to_file"},
 }
 
 #: what a command module may import besides the standard library and its delegates

@@ -78,9 +78,9 @@ def cli(
     Example: geoseg vectorize region_clusters.tif -o buildings.gpkg --class building=3
     --min-area 20 --simplify 0.5
     """
-    from geoseg.vector.vectorize import vectorize
+    from geoseg.vector.vectorize import vectorize_to_file
 
-    gdf = vectorize(
+    count = vectorize_to_file(
         raster,
         output,
         classes=classes,
@@ -94,6 +94,6 @@ def cli(
         logging.getLogger(__name__).warning(
             "no --class given, so every value was polygonised: %d polygons; pass --class "
             "NAME=VALUE (e.g. --class building=3) to keep one class",
-            len(gdf),
+            count,
         )
-    click.echo(f"{len(gdf)} polygons written to {output}", err=True)
+    click.echo(f"{count} polygons written to {output}", err=True)

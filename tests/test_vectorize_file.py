@@ -1,0 +1,164 @@
+"""``geoseg vectorize`` writes its GeoPackage block by block (geoseg.vector.formats'
+sqlite3 writer): the file must be the one GDAL writes from the GeoDataFrame, row for row."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from geoseg.errors import BadInput
+from geoseg.vector.formats import fast_geopackage
+from geoseg.vector.vectorize import vectorize, vectorize_to_file
+
+VALIDATOR = Path("/usr/lib/python3/dist-packages/osgeo_utils/samples/validate_gpkg.py")
+
+
+def classes_raster(path: Path, crs: str | None = "EPSG:32611", seed: int = 0) -> Path:
+    """Blobs of 4 classes with nodata speckle, 90x70 pixels (several 32² blocks)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:70, :90]
+    data = ((np.sin(xx / 5.0) + np.cos(yy / 4.0) + rng.random((70, 90))) * 1.5).astype(np.uint8)
+    data[rng.random(data.shape) < 0.02] = 255
+    if crs == "EPSG:4326":
+        transform = from_origin(-115.2, 36.2, 0.5 / 90_190.0, 0.5 / 110_950.0)
+    else:
+        transform = from_origin(500_000.0, 4_000_000.0, 0.5, 0.5)
+    with rasterio.open(
+        path, "w", driver="GTiff", width=90, height=70, count=1, dtype="uint8",
+        crs=crs, transform=transform, nodata=255,
+    ) as dst:  # fmt: skip
+        dst.write(data, 1)
+    return path
+
+
+def probabilities_raster(path: Path, like: Path) -> Path:
+    with rasterio.open(like) as src:
+        profile = src.profile | {"dtype": "float32", "nodata": None, "count": 1}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.random.default_rng(1).random((1, 70, 90)).astype(np.float32))
+    return path
+
+
+def sqlite_content(path: Path) -> dict:
+    """Everything a reader sees in the layer: schema, metadata rows, features, R-tree."""
+    layer = path.stem
+    db = sqlite3.connect(path)
+    try:
+        rows = {
+            table: db.execute(f'SELECT * FROM "{table}"').fetchall()
+            for table in (
+                "gpkg_spatial_ref_sys",
+                "gpkg_geometry_columns",
+                "gpkg_extensions",
+                "gpkg_ogr_contents",
+                "sqlite_sequence",
+            )
+        }
+        return {
+            "pragmas": [
+                db.execute(f"PRAGMA {p}").fetchone() for p in ("application_id", "user_version")
+            ],
+            "schema": sorted(db.execute("SELECT type, name, sql FROM sqlite_master").fetchall()),
+            # last_change (column 4) is the time of writing
+            "contents": [r[:4] + r[5:] for r in db.execute("SELECT * FROM gpkg_contents")],
+            "features": db.execute(f'SELECT * FROM "{layer}" ORDER BY fid').fetchall(),
+            "rtree": db.execute(f'SELECT * FROM "rtree_{layer}_geom" ORDER BY id').fetchall(),
+            **rows,
+        }
+    finally:
+        db.close()
+
+
+def both(raster: Path, tmp_path: Path, name: str = "polys.gpkg", **kwargs) -> tuple[Path, Path]:
+    """The layer written block by block, and written by GDAL from vectorize's GeoDataFrame."""
+    (tmp_path / "stream").mkdir(exist_ok=True)
+    (tmp_path / "frame").mkdir(exist_ok=True)
+    streamed, framed = tmp_path / "stream" / name, tmp_path / "frame" / name
+    count = vectorize_to_file(raster, streamed, block_size=32, **kwargs)
+    gdf = vectorize(raster, framed, block_size=32, **kwargs)
+    assert count == len(gdf)
+    return streamed, framed
+
+
+@pytest.mark.parametrize("crs", ["EPSG:32611", "EPSG:4326"])
+def test_streamed_geopackage_is_gdals_row_for_row(tmp_path, crs):
+    raster = classes_raster(tmp_path / "c.tif", crs)
+    probs = probabilities_raster(tmp_path / "p.tif", raster)
+    assert fast_geopackage(tmp_path / "x.gpkg", rasterio.open(raster).crs.to_wkt())
+    streamed, framed = both(
+        raster, tmp_path, classes={"road": 1, "building": 3, "2": 2}, probabilities=probs
+    )
+    got, want = sqlite_content(streamed), sqlite_content(framed)
+    assert len(want["features"]) > 20
+    assert got == want
+    assert streamed.with_suffix(".qml").read_text() == framed.with_suffix(".qml").read_text()
+
+
+def test_streamed_geopackage_without_scores_and_empty(tmp_path):
+    raster = classes_raster(tmp_path / "c.tif")
+    streamed, framed = both(raster, tmp_path, min_area=2.0)  # NaN scores are NULL in both
+    assert sqlite_content(streamed) == sqlite_content(framed)
+    streamed, framed = both(raster, tmp_path, name="none.gpkg", classes=[9])
+    got = sqlite_content(streamed)
+    assert got == sqlite_content(framed) and got["features"] == []
+
+
+@pytest.mark.skipif(not VALIDATOR.exists(), reason="GDAL's validate_gpkg.py is not installed")
+def test_streamed_geopackage_passes_gdals_validator(tmp_path):
+    streamed, _ = both(classes_raster(tmp_path / "c.tif"), tmp_path)
+    res = subprocess.run(["/usr/bin/python3", str(VALIDATOR), str(streamed)], capture_output=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_other_crs_and_formats_take_the_frame_writer(tmp_path):
+    """No CRS or a CRS that is not an EPSG code: GDAL decides the SRS row, so GDAL writes."""
+    local = classes_raster(tmp_path / "l.tif", crs="+proj=tmerc +lat_0=0 +lon_0=-115 +k=1")
+    bare = classes_raster(tmp_path / "b.tif", crs=None)
+    for raster in (local, bare):
+        with rasterio.open(raster) as src:
+            assert not fast_geopackage(tmp_path / "x.gpkg", src.crs.to_wkt() if src.crs else None)
+        streamed, framed = both(raster, tmp_path, name=f"{raster.stem}.gpkg")
+        assert sqlite_content(streamed) == sqlite_content(framed)
+    assert not fast_geopackage(tmp_path / "x.fgb", "EPSG:32611")
+    out = tmp_path / "polys.fgb"
+    assert vectorize_to_file(local, out) == len(vectorize(local)) and out.exists()
+
+
+def test_a_failure_while_streaming_leaves_nothing(tmp_path):
+    """The probabilities' missing band is found inside a block, after writing started."""
+    raster = classes_raster(tmp_path / "c.tif")
+    with rasterio.open(raster) as src:
+        profile = src.profile | {"dtype": "float32", "nodata": None, "count": 2}
+    with rasterio.open(tmp_path / "p.tif", "w", **profile) as dst:
+        dst.write(np.ones((2, 70, 90), np.float32))
+    out = tmp_path / "out" / "polys.gpkg"
+    out.parent.mkdir()
+    with pytest.raises(BadInput, match="--probabilities"):
+        vectorize_to_file(raster, out, probabilities=tmp_path / "p.tif", block_size=32)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_cli_imports_neither_geopandas_nor_dask(tmp_path):
+    """The start-up the streaming writer exists for: measured as imports, not seconds."""
+    raster = classes_raster(tmp_path / "c.tif")
+    out = tmp_path / "b.gpkg"
+    code = (
+        "import sys\n"
+        "from geoseg.cli import main\n"
+        "try:\n"
+        f"    main(['-q', 'vectorize', {str(raster)!r}, '-o', {str(out)!r}, '--class', 'b=1'])\n"
+        "finally:\n"
+        "    heavy = ('geopandas', 'pandas', 'pyogrio', 'pyarrow', 'dask')\n"
+        "    print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "[]"
+    assert out.exists() and out.with_suffix(".qml").exists()
