@@ -3,6 +3,8 @@ sqlite3 writer): the file must be the one GDAL writes from the GeoDataFrame, row
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -162,3 +164,42 @@ def test_cli_imports_neither_geopandas_nor_dask(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stderr.strip().splitlines()[-1] == "[]"
     assert out.exists() and out.with_suffix(".qml").exists()
+
+
+QGIS_READ = """
+import json, sys
+from qgis.core import QgsApplication, QgsFeatureSource, QgsVectorLayer
+app = QgsApplication([], False)
+app.initQgis()
+layer = QgsVectorLayer(sys.argv[1], "polys", "ogr")
+_, ok = layer.loadNamedStyle(sys.argv[1][:-5] + ".qml")
+print(json.dumps({
+    "valid": layer.isValid(),
+    "count": layer.featureCount(),
+    "crs": layer.crs().authid(),
+    "fields": [f.name() for f in layer.fields()],
+    "index": layer.hasSpatialIndex() == QgsFeatureSource.SpatialIndexPresent,
+    "area": sum(f.geometry().area() for f in layer.getFeatures()),
+    "style": ok,
+}))
+"""
+
+
+def test_qgis_reads_the_streamed_geopackage(tmp_path, qgis_python):
+    raster = classes_raster(tmp_path / "c.tif")
+    out = tmp_path / "polys.gpkg"
+    count = vectorize_to_file(raster, out, block_size=32)
+    res = subprocess.run(
+        [qgis_python, "-c", QGIS_READ, str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    valid_pixels = (rasterio.open(raster).read_masks(1) > 0).sum()
+    assert got["valid"] and got["index"] and got["style"]
+    assert got["count"] == count and got["crs"] == "EPSG:32611"
+    assert got["fields"] == ["fid", "class", "cluster", "area_m2", "score"]
+    assert got["area"] == pytest.approx(valid_pixels * 0.25)
