@@ -51,7 +51,10 @@ def _parse_classes(
     type=click.IntRange(1, 4096),
     default=8,
     show_default=True,
-    help="Tiles per forward pass; larger is faster on a GPU and needs more memory.",
+    help=(
+        "Tiles per forward pass on a GPU (larger is faster and needs more memory); "
+        "on a CPU tiles go through the model one at a time."
+    ),
 )
 @device_opt
 @click.option("--tta", is_flag=True, help="Average over flips and rotations (8x slower).")

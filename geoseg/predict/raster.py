@@ -383,7 +383,8 @@ def predict(
         output_dir: folder for ``<name>_clusters.tif`` and friends (created if missing).
         tile_size: model input tile (default: the checkpoint's training tile size).
         overlap: pixels shared by neighbouring tiles, blended (default: tile_size // 8).
-        batch_size: tiles per forward pass.
+        batch_size: tiles cut and normalised together, one forward pass on a GPU (on a
+            CPU each tile goes through the model alone: see :func:`segmenter`).
         device: ``auto``, ``cpu`` or ``cuda`` (float16 autocast).
         tta: average probabilities over flips and rotations (8x compute).
         probabilities: also write ``<name>_probabilities.tif`` (float16 COG, one band per cluster).
@@ -414,7 +415,7 @@ def predict(
     from geoseg.io.bands import file_band_labels, match_bands
     from geoseg.io.palette import class_colormap, class_dtype
     from geoseg.io.rasters import open_raster
-    from geoseg.progress import run_tasks, scheduler_address
+    from geoseg.progress import run_in_order, run_tasks, scheduler_address
     from geoseg.vector.styles import class_raster_colormap
 
     with open_raster(raster, param="RASTER") as src:
@@ -490,8 +491,7 @@ def predict(
                 for role, arr in arrays.items():
                     dsts[role].write(arr if arr.ndim == 3 else arr[None], window=window)
 
-        seg_node = dask.delayed(segment, pure=False)
-        # what computing tiles needs; a block task also blends them and writes its outputs
+        # what computing tiles needs; a block also blends them and writes its outputs
         tiles_kw = dict(
             bands=bands,
             norm=ckpt["norm"],
@@ -500,31 +500,35 @@ def predict(
             batch_size=batch_size,
             nodata=nodata,
         )
-        kwargs = dict(
+        block_kw = dict(
             tiles_kw,
-            segment=seg_node,
             overlap=overlap,
             n_classes=n_classes,
             classes=named,
             probabilities=probabilities,
         )
-        task = dask.delayed(predict_block, pure=False)
-        # tiles touching several blocks: one task per group, its result handed to each block
+        # tiles touching several blocks: computed once per group, handed to each block
         groups, uses = shared_tiles(blocks, tile)
-        shared_task = dask.delayed(predict_tiles, pure=False)
-        shared = {
-            key: shared_task(str(raster), tiles_, **{**tiles_kw, "segment": seg_node})
-            for key, tiles_ in groups.items()
-        }
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
             if distributed:
-                # Results come back to this process; bounded groups keep memory block-sized.
+                # One task per shared group, its result handed to each block's task; results
+                # come back to this process, in bounded groups to keep memory block-sized.
+                seg_node = dask.delayed(segment, pure=False)
+                task = dask.delayed(predict_block, pure=False)
+                shared_task = dask.delayed(predict_tiles, pure=False)
+                shared = {
+                    key: shared_task(str(raster), tiles_, **{**tiles_kw, "segment": seg_node})
+                    for key, tiles_ in groups.items()
+                }
+                remote_kw = dict(block_kw, segment=seg_node)
                 for first in range(0, len(blocks), _DISTRIBUTED_GROUP):
                     group = blocks[first : first + _DISTRIBUTED_GROUP]
                     tasks = [
-                        task(str(raster), b, shared=[shared[k] for k in uses[first + i]], **kwargs)
+                        task(
+                            str(raster), b, shared=[shared[k] for k in uses[first + i]], **remote_kw
+                        )
                         for i, b in enumerate(group)
                     ]
                     for b, arrays in zip(group, run_tasks(tasks, scheduler=scheduler), strict=True):
@@ -533,17 +537,18 @@ def predict(
                 # Locally a shared group is computed by the first block that needs it and
                 # kept, cropped to what the others need, until the last one is done. Blocks
                 # run bottom-right first: a border tile then waits only as the strip its upper
-                # or left block blends (the overlap), not whole.
+                # or left block blends (the overlap), not whole. They run in that order
+                # (threads taking them first in, first out; dask would pick its own order),
+                # so what is kept is one row of block borders whatever the scene's height.
                 scratch = Scratch()  # each worker thread's arrays, reused block after block
                 compute = partial(predict_tiles, **tiles_kw, scratch=scratch)
                 cache = _SharedTiles(groups, uses, blocks, tile, compute)
-                local = dask.delayed(_cached_block, pure=False)
-                order = range(len(blocks) - 1, -1, -1)
-                tasks = [
-                    local(str(raster), blocks[i], cache, i, sink=write, scratch=scratch, **kwargs)
-                    for i in order
+                local_kw = dict(block_kw, sink=write, scratch=scratch)
+                calls = [
+                    partial(_cached_block, str(raster), blocks[i], cache, i, **local_kw)
+                    for i in range(len(blocks) - 1, -1, -1)
                 ]
-                run_tasks(tasks, scheduler=scheduler, desc="predict", num_workers=workers)
+                run_in_order(calls, workers=1 if scheduler == "sync" else workers, desc="predict")
         finally:
             torch.set_num_threads(previous)
         for dst in dsts.values():
