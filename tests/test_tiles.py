@@ -316,3 +316,19 @@ def test_store_of_the_previous_layout_reads_and_resumes(fixtures, tmp_path, monk
     assert resumed.group["image"].metadata.codecs[-1].cname.value == "zstd"
     for name in ("image", "valid", "label", "origin"):
         np.testing.assert_array_equal(resumed.group[name][:], reference.group[name][:])
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (1023, 1025), (2048, 1025)])
+def test_byte_histograms_count_every_value_exactly(shape):
+    """8-bit histograms are counted two pixels at a time above 512k values (issue 11): odd
+    sizes, strided views and both paths count each value exactly as np.unique does."""
+    from geoseg.tiles.stats import histogram
+
+    rng = np.random.default_rng(3)
+    band = rng.integers(0, 256, shape, dtype=np.uint8)
+    band[: shape[0] // 2] = rng.integers(250, 256, band[: shape[0] // 2].shape, dtype=np.uint8)
+    for values in (band, band[:, 1:], band.ravel()[band.ravel() > 3]):
+        got_values, got_counts = histogram(values, values.dtype)
+        expected_values, expected_counts = np.unique(values, return_counts=True)
+        np.testing.assert_array_equal(got_values, expected_values)
+        np.testing.assert_array_equal(got_counts, expected_counts)

@@ -136,6 +136,10 @@ def read_window(
     r0, c0 = int(inner.row_off - window.row_off), int(inner.col_off - window.col_off)
     rh, cw = int(inner.height), int(inner.width)
     block = read_checked(src, list(bands), window=inner)
+    if (r0, c0, rh, cw) == (0, 0, h, w) and block.dtype == data.dtype:
+        # inside the raster: nothing to pad, so no zero-filled copy (issue 11: a copy of
+        # every pixel read, and its page faults; ~0.04 s of CPU in tiling a 4096² scene)
+        return block, valid_mask(block, nd, internal_mask(src, inner))
     data[:, r0 : r0 + rh, c0 : c0 + cw] = block
     valid[r0 : r0 + rh, c0 : c0 + cw] = valid_mask(block, nd, internal_mask(src, inner))
     return data, valid
