@@ -42,7 +42,7 @@ def stitch(
     ok = np.ones(k, bool)
     if k == 0:
         return out, ok
-    x0, y0, x1, y1, comp = _edges(shapely.orient_polygons(geoms, exterior_cw=False), component)
+    x0, y0, x1, y1, comp = segments(shapely.orient_polygons(geoms, exterior_cw=False), component)
     x0, y0, x1, y1, comp = _unit_steps_on_lines(x0, y0, x1, y1, comp, col_lines, row_lines)
     keep = _uncancelled(x0, y0, x1, y1, comp)
     x0, y0, x1, y1, comp = x0[keep], y0[keep], x1[keep], y1[keep], comp[keep]
@@ -72,7 +72,7 @@ def stitch(
     rings = rings[np.lexsort((area[rings] < 0, ring_comp[rings]))]
     if len(rings):
         sizes = np.diff(np.r_[starts, len(x)])[rings]
-        take = _closed(_ranges(starts[rings], sizes), sizes)
+        take = _closed(ranges(starts[rings], sizes), sizes)
         xy = np.column_stack([x[take], y[take]]).astype(np.float64)
         ring_offsets = np.r_[0, np.cumsum(sizes + 1)]
         comps = ring_comp[rings]
@@ -84,8 +84,9 @@ def stitch(
     return out, ok
 
 
-def _edges(geoms: np.ndarray, component: np.ndarray):
-    """Every ring segment of ``geoms`` as (x0, y0, x1, y1, component), int64."""
+def segments(geoms: np.ndarray, component: np.ndarray):
+    """Every ring segment of ``geoms`` as (x0, y0, x1, y1, ``component`` of its polygon),
+    int64, in ring order."""
     _, coords, (ring_off, poly_off) = shapely.to_ragged_array(geoms)
     xy = np.rint(coords).astype(np.int64)
     poly_of_ring = np.repeat(np.arange(len(poly_off) - 1), np.diff(poly_off))
@@ -242,7 +243,7 @@ def _signed_areas(x, y, starts) -> np.ndarray:
     return np.bincount(ring_of, weights=cross, minlength=len(starts)) / 2
 
 
-def _ranges(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+def ranges(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """``starts[i] .. starts[i] + sizes[i] - 1`` for every i, concatenated."""
     shift = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes)
     return np.arange(int(sizes.sum())) + shift
