@@ -301,6 +301,7 @@ def test_store_of_the_previous_layout_reads_and_resumes(fixtures, tmp_path, monk
     assert size > 1 and sharded(reference.group["label"]) == size
     n_files = len(list((tmp_path / "ref.zarr" / "image").glob("c.*")))
     assert n_files == -(-reference.n_tiles // size)  # one file per shard, not per tile
+    assert reference.group["done"][:].all()  # flags written as whole chunks, one per shard
     partial = tmp_path / ".old.zarr.partial"
     with monkeypatch.context() as m:
         m.setattr(writer, "shard_tiles", lambda nbytes: 1)
@@ -312,7 +313,7 @@ def test_store_of_the_previous_layout_reads_and_resumes(fixtures, tmp_path, monk
     group["done"][0:32] = False
     group["image"][0:32] = 0
     resumed = tile(fixtures["rgbn"], tmp_path / "old.zarr", **kwargs)
-    assert not sharded(resumed.group["image"])
+    assert not sharded(resumed.group["image"]) and resumed.group["done"][:].all()
     assert resumed.group["image"].metadata.codecs[-1].cname.value == "zstd"
     for name in ("image", "valid", "label", "origin"):
         np.testing.assert_array_equal(resumed.group[name][:], reference.group[name][:])

@@ -123,14 +123,15 @@ class ChunkFiles:
         self.fill = array.fill_value
 
     def put(self, first: int, chunks: list[np.ndarray]) -> None:
-        """Write ``chunks`` (each one tile: the array's chunk shape minus its first axis)
-        at indices ``first, first + 1, ...``."""
+        """Write ``chunks`` at chunk indices ``first, first + 1, ...`` along the first axis:
+        each one tile of a tile array (its chunk shape minus the first axis, of length 1),
+        or a whole chunk of a 1-D array (the ``done`` flags)."""
         if self.root is None or self.encode is None:
             self.array[first : first + len(chunks)] = np.stack(chunks)
             return
         dtype = self.array.dtype
         for k, chunk in enumerate(chunks):
-            key = self.array.metadata.encode_chunk_key((first + k,) + (0,) * chunk.ndim)
+            key = self.array.metadata.encode_chunk_key((first + k,) + (0,) * (self.array.ndim - 1))
             path = self.root / key
             if _is_empty(chunk, self.fill):
                 path.unlink(missing_ok=True)
@@ -221,9 +222,12 @@ class ShardAssembler:
         arrays: the sharded arrays by name (``image``, ``valid``, ``label``), one shard size.
         need: per shard, how many of its tiles this run writes (the others are written
             already, so a shard's tiles are all written or all pending: resumes rely on it).
+        done: the store's ``done`` flags, one chunk per shard: a written shard's chunk of
+            flags is written whole, as a file, right after it (through zarr, a flag update
+            cost ~3.5 ms of CPU, plus ~3 ms to open the group in each strip).
     """
 
-    def __init__(self, arrays: dict, need: np.ndarray):
+    def __init__(self, arrays: dict, need: np.ndarray, done):
         self.arrays = {name: _ShardArray(a) for name, a in arrays.items()}
         self.tiles = next(iter(self.arrays.values())).tiles
         self.need = need
@@ -231,6 +235,8 @@ class ShardAssembler:
         self.pending: dict[int, tuple[dict[str, dict[int, object]], int]] = {}
         self.lock = threading.Lock()
         self.zarr_lock = threading.Lock()
+        self.done = done
+        self.flags = ChunkFiles(done) if done.chunks == (self.tiles,) else None
 
     def add(self, shard: int, tiles: dict[str, dict[int, object]], count: int) -> bool:
         """Hand in ``count`` tiles of ``shard`` (``{array: {offset: encoded}}``); when they
@@ -246,6 +252,12 @@ class ShardAssembler:
                 return False
         for name, part in tiles.items():
             self.arrays[name].write(shard, part, self.zarr_lock)
+        i0, i1 = shard * self.tiles, min((shard + 1) * self.tiles, self.length)
+        if self.flags is not None:  # the shard's chunk of flags, all set (zarr pads the last)
+            self.flags.put(shard, [np.ones(self.tiles, bool)])
+        else:
+            with self.zarr_lock:
+                self.done[i0:i1] = True
         return True
 
     def check_finished(self) -> None:

@@ -277,8 +277,11 @@ def _strip(job: dict, strip: _Strip, carry, write: bool) -> tuple[dict, tuple]:
     hists = [
         histogram(owned[b] if every else owned[b][own_valid], data.dtype) for b in range(len(bands))
     ]
-    counts = [
-        [int(valid[r - start : r - start + t, c - c0 : c - c0 + t].sum()) for c in strip.cols]
+    counts = [  # count_nonzero: 5x faster than a bool array's sum, the same count
+        [
+            np.count_nonzero(valid[r - start : r - start + t, c - c0 : c - c0 + t])
+            for c in strip.cols
+        ]
         for r in strip.rows
     ]
     if write:
@@ -324,7 +327,7 @@ def _write_tiles(job, strip: _Strip, scene: Scene, reader, data, valid, start: i
     try:
         assembler = _assemblers.get(job["token"])
         if assembler is not None:
-            written = _write_shards(assembler, tiles, cut)
+            _write_shards(assembler, tiles, cut)
         else:
             group = zarr.open_group(job["url"], mode="r+")
             names = ["image", "valid"] + (["label"] if label_reader is not None else [])
@@ -345,9 +348,9 @@ def _write_tiles(job, strip: _Strip, scene: Scene, reader, data, valid, start: i
                 done[i0:i1] = True
 
 
-def _write_shards(assembler: ShardAssembler, tiles, cut) -> list[tuple[int, int]]:
-    """Encode ``tiles`` (``(row, col, store index)``), hand them to ``assembler`` shard by
-    shard; the store index ranges of the shards this strip completed (and so wrote)."""
+def _write_shards(assembler: ShardAssembler, tiles, cut) -> None:
+    """Encode ``tiles`` (``(row, col, store index)``) and hand them to ``assembler`` shard by
+    shard (the strip that completes a shard writes it and its ``done`` flags)."""
     size = assembler.tiles
     by_shard: dict[int, tuple[dict[str, dict[int, object]], list[int]]] = {}
     for r, c, i in tiles:
@@ -355,11 +358,8 @@ def _write_shards(assembler: ShardAssembler, tiles, cut) -> list[tuple[int, int]
         for name, tile in cut(r, c).items():
             parts.setdefault(name, {})[i % size] = assembler.arrays[name].encode_tile(tile)
         count[0] += 1
-    written = []
     for shard, (parts, count) in by_shard.items():
-        if assembler.add(shard, parts, count[0]):
-            written.append((shard * size, min((shard + 1) * size, assembler.length)))
-    return written
+        assembler.add(shard, parts, count[0])
 
 
 def _fill_counts(n_valid: np.ndarray, summaries: list[dict]) -> None:
@@ -598,7 +598,8 @@ def tile(
         fresh = np.repeat(whole.reshape(-1, size).any(axis=1), size)[: len(done)]
         names = ["image", "valid"] + (["label"] if "label" in group else [])
         need = np.bincount(np.flatnonzero(fresh) // size, minlength=len(whole) // size)
-        _assemblers[token] = ShardAssembler({name: group[name] for name in names}, need)
+        arrays = {name: group[name] for name in names}
+        _assemblers[token] = ShardAssembler(arrays, need, group["done"])
     job["write"], job["fresh"] = store_index, fresh
     if not done.all():
         n_left = int((~done).sum())
@@ -734,7 +735,9 @@ def _open_or_create(
             "label", shape=(n, t, t), chunks=(1, t, t), dtype="uint8", compressors=checked, **layout
         )
     group.create_array("origin", shape=(n, 4), chunks=(max(n, 1), 4), dtype="int64")
-    group.create_array("done", shape=(n,), chunks=(BATCH,), dtype=bool, fill_value=False)
+    # flags: one chunk per shard, written whole when its shard is (chunks.ShardAssembler)
+    flags = (shard,) if shard > 1 else (BATCH,)
+    group.create_array("done", shape=(n,), chunks=flags, dtype=bool, fill_value=False)
     group["origin"][:] = origin
     # attrs last: a store with attrs has its arrays, so a resume can trust it
     group.attrs.update(attrs)
