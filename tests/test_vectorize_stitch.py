@@ -92,3 +92,18 @@ def test_a_component_the_stitch_cannot_follow_is_left_to_geos():
     got, ok = stitch(np.array([a, b, c, d]), np.array([0, 0, 1, 1]), np.array([12]), np.array([]))
     assert ok.tolist() == [False, True]
     assert got[1].normalize().equals_exact(shapely.box(10, 0, 14, 2).normalize(), 0)
+
+
+def test_components_stitched_in_batches_give_the_same_polygons(make_raster, monkeypatch):
+    """Memory is bounded by joining components a batch of vertices at a time."""
+    rng = np.random.default_rng(8)
+    data = rng.integers(0, 3, (60, 80), dtype=np.uint8)
+    raster = make_raster("classes.tif", data[None], nodata=255)
+    one_batch = vz.vectorize(raster, block_size=7)
+    monkeypatch.setattr(vz, "STITCH_VERTICES", 40)
+    batches = vz.vectorize(raster, block_size=7)
+    assert len(batches) == len(one_batch) > 100
+    np.testing.assert_array_equal(
+        shapely.to_wkb(batches.geometry.values.to_numpy()),
+        shapely.to_wkb(one_batch.geometry.values.to_numpy()),
+    )
