@@ -184,9 +184,11 @@ def test_a_read_only_output_folder_is_named(fixtures, tmp_path):
 
 @pytest.fixture(scope="module")
 def big_scene(tmp_path_factory) -> Path:
-    """1536² RGBN uint8 noise: a few seconds of tiling, long enough to race."""
+    """2048² RGBN uint8 noise: a few seconds of tiling into 16 px tiles, long enough to race
+    (1536² in 32 px tiles took ~1 s of CPU once tiles were written in shards, issue 11: the
+    first writer could finish before the second had started)."""
     rng = np.random.default_rng(0)
-    data = rng.integers(0, 255, (4, 1536, 1536), dtype=np.uint8)
+    data = rng.integers(0, 255, (4, 2048, 2048), dtype=np.uint8)
     return write_raster(tmp_path_factory.mktemp("big") / "big.tif", data)
 
 
@@ -203,7 +205,7 @@ def test_a_second_tile_writer_meets_the_lock(big_scene, tmp_path):
         "-o",
         store,
         "--tile-size",
-        32,
+        16,
         "--overlap",
         0,
         "--scheduler",
