@@ -161,11 +161,17 @@ def read_checked(src, indexes, **kwargs) -> np.ndarray:
 
 
 def check_readable(src) -> None:
-    """Read the last row of every band: a truncated file (an interrupted copy or download)
-    fails here, named, instead of yielding garbage statistics or a failure deep in a run."""
+    """Read the last pixel of every band: a truncated file (an interrupted copy or download)
+    fails here, named, instead of yielding garbage statistics or a failure deep in a run.
+
+    The last pixel's block is the last one written of its band (tiles and strips are stored
+    row by row), so a file cut short loses it first; reading the whole last row decoded a
+    whole row of tiles (issue 11: 0.08 s of serial CPU before `geoseg tile` on a 4096² scene).
+    """
     from rasterio.windows import Window
 
-    read_checked(src, list(range(1, src.count + 1)), window=Window(0, src.height - 1, src.width, 1))
+    last = Window(src.width - 1, src.height - 1, 1, 1)
+    read_checked(src, list(range(1, src.count + 1)), window=last)
 
 
 def _overlaps(a, b) -> bool:
