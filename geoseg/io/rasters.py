@@ -55,7 +55,11 @@ def valid_mask(
             # compare integers in float64, 8x slower (issue 11); the same pixels match
             info = np.iinfo(data.dtype)
             nodata = data.dtype.type(int(nodata)) if info.min <= nodata <= info.max else nodata
-        valid = ~(data == nodata).all(axis=0)
+        # band by band: no (C, H, W) boolean temporary (its fresh pages were 4 % of tile's
+        # CPU samples, issue 11); "not all bands equal" is "any band differs"
+        valid = data[0] != nodata
+        for band in data[1:]:
+            valid |= band != nodata
     if data.dtype.kind == "f":
         valid &= np.isfinite(data).all(axis=0)
     if mask is not None:
