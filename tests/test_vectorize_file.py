@@ -203,3 +203,35 @@ def test_qgis_reads_the_streamed_geopackage(tmp_path, qgis_python):
     assert got["count"] == count and got["crs"] == "EPSG:32611"
     assert got["fields"] == ["fid", "class", "cluster", "area_m2", "score"]
     assert got["area"] == pytest.approx(valid_pixels * 0.25)
+
+
+@pytest.mark.parametrize("n", [0, 1, 51, 52, 3000, 20_000])
+def test_bulk_loaded_rtree_is_sqlites_own(tmp_path, n):
+    """The R-tree written node by node passes SQLite's rtreecheck() and answers window
+    queries as a brute-force search does (depth 0 to 2 trees: 51 cells a node)."""
+    from geoseg.vector.formats import _bulk_load_rtree
+
+    rng = np.random.default_rng(n)
+    x, y = rng.uniform(-1e5, 1e5, n), rng.uniform(-1e5, 1e5, n)
+    w, h = rng.uniform(0, 500, n), rng.uniform(0, 500, n)
+    boxes = np.column_stack([np.arange(1, n + 1), x, x + w, y, y + h])
+    db = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+    db.execute("CREATE VIRTUAL TABLE r USING rtree(id, minx, maxx, miny, maxy)")
+    db.execute("BEGIN")
+    _bulk_load_rtree(db, "r", boxes)
+    db.execute("COMMIT")
+    db.close()
+    db = sqlite3.connect(tmp_path / "r.db")
+    assert db.execute("SELECT rtreecheck('r')").fetchone() == ("ok",)
+    assert db.execute("SELECT count(*) FROM r").fetchone() == (n,)
+    for qx, qy in rng.uniform(-1e5, 1e5, (20, 2)):
+        got = db.execute(
+            "SELECT id FROM r WHERE maxx >= ? AND minx <= ? AND maxy >= ? AND miny <= ?",
+            (qx, qx + 5000, qy, qy + 5000),
+        ).fetchall()
+        want = (x + w >= qx) & (x <= qx + 5000) & (y + h >= qy) & (y <= qy + 5000)
+        assert sorted(i for (i,) in got) == (np.flatnonzero(want) + 1).tolist()
+    stored = np.array(db.execute("SELECT minx, maxx, miny, maxy FROM r ORDER BY id").fetchall())
+    if n:  # float32 bounds that contain the float64 ones
+        assert (stored[:, 0] <= x).all() and (stored[:, 1] >= x + w).all()
+        assert (stored[:, 2] <= y).all() and (stored[:, 3] >= y + h).all()

@@ -217,6 +217,7 @@ class _GeoPackage:
         self.srs_id = _epsg(crs_wkt)
         self.count = 0
         self.bounds = [np.inf, np.inf, -np.inf, -np.inf]
+        self.boxes: list[np.ndarray] = []  # (fid, minx, maxx, miny, maxy) for the R-tree
         self.db = sqlite3.connect(path, isolation_level=None)
         db = self.db
         # a partial file is never seen (atomic_output), so no journal is needed
@@ -286,9 +287,8 @@ class _GeoPackage:
             zip(fids, blobs, names, np.asarray(clusters).tolist(),
                 np.asarray(areas, np.float64).tolist(), scores, strict=True),
         )  # fmt: skip
-        self.db.executemany(
-            f"INSERT INTO {_quote(f'rtree_{self.layer}_geom')} VALUES (?, ?, ?, ?, ?)",
-            zip(fids, minx.tolist(), maxx.tolist(), miny.tolist(), maxy.tolist(), strict=True),
+        self.boxes.append(
+            np.column_stack([np.arange(fids.start, fids.stop), minx, maxx, miny, maxy])
         )
         self.count += n
         b = self.bounds
@@ -309,6 +309,9 @@ class _GeoPackage:
             "UPDATE gpkg_ogr_contents SET feature_count = ? WHERE table_name = ?",
             (self.count, layer),
         )
+        boxes = np.concatenate(self.boxes) if self.boxes else np.zeros((0, 5))
+        self.boxes = []
+        _bulk_load_rtree(db, f"rtree_{layer}_geom", boxes)
         for sql in _rtree_triggers(layer) + _count_triggers(layer):
             db.execute(sql)
         db.execute("COMMIT")
@@ -423,3 +426,96 @@ def _count_triggers(layer: str) -> list[str]:
         f"lower(table_name) = lower({lit}); END"
         for op, sign in (("insert", "+"), ("delete", "-"))
     ]
+
+
+#: cells in an SQLite R-tree node: 51, the cap rtree.c puts on ``page size - 64`` bytes
+RTREE_CELLS = 51
+
+
+def _bulk_load_rtree(db: sqlite3.Connection, name: str, boxes: np.ndarray) -> None:
+    """Fill the (empty) R-tree ``name`` with ``boxes`` rows ``(fid, minx, maxx, miny, maxy)``
+    by writing its node, rowid and parent tables directly, packed bottom-up by
+    sort-tile-recursive (STR) order, as GDAL's GeoPackage writer bulk-loads it.
+
+    Inserting through the virtual table costs ~20 µs a row in SQLite's R*-tree splits
+    (100 s for the 2.7 M polygons of an 8192² speckled map). The layout is SQLite's
+    (rtree.c): node 1 is the root, whose blob starts with the tree depth; a node is a
+    2-byte depth, a 2-byte cell count and cells of a big-endian int64 id with four float32
+    bounds rounded outwards, padded to ``4 + 24 * 51`` bytes. ``rtreecheck()`` checks it in
+    the tests.
+    """
+    size = 4 + 24 * RTREE_CELLS
+    db.execute(f"DELETE FROM {_quote(name + '_node')}")
+    if not len(boxes):
+        db.execute(f"INSERT INTO {_quote(name + '_node')} VALUES (1, zeroblob({size}))")
+        return
+    ids = boxes[:, 0].astype(np.int64)
+    lo = _float32_towards(boxes[:, [1, 3]], -np.inf)  # minx, miny
+    hi = _float32_towards(boxes[:, [2, 4]], np.inf)  # maxx, maxy
+    rows, parents, level = [], [], 0
+    next_node = 2
+    while True:
+        order = _str_order(lo, hi)
+        ids, lo, hi = ids[order], lo[order], hi[order]
+        count = -(-len(ids) // RTREE_CELLS)
+        root = count == 1
+        numbers = np.array([1]) if root else np.arange(next_node, next_node + count)
+        next_node += 0 if root else count
+        node_of = np.repeat(numbers, RTREE_CELLS)[: len(ids)]
+        cells = np.zeros(len(ids), dtype=[("id", ">i8"), ("box", ">f4", 4)])
+        cells["id"] = ids
+        cells["box"] = np.column_stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]])
+        raw = cells.tobytes()
+        for k, number in enumerate(numbers):
+            first, last = k * RTREE_CELLS, min((k + 1) * RTREE_CELLS, len(ids))
+            head = (level if root else 0).to_bytes(2, "big") + (last - first).to_bytes(2, "big")
+            body = raw[first * 24 : last * 24]
+            rows.append((int(number), head + body + bytes(size - 4 - len(body))))
+        if level == 0:
+            db.executemany(
+                f"INSERT INTO {_quote(name + '_rowid')} VALUES (?, ?)",
+                zip(ids.tolist(), node_of.tolist(), strict=True),
+            )
+        else:
+            parents.append(np.column_stack([ids, node_of]))
+        if root:
+            break
+        # the nodes just written are the cells of the level above
+        starts = np.arange(0, len(ids), RTREE_CELLS)
+        lo = np.minimum.reduceat(lo, starts)
+        hi = np.maximum.reduceat(hi, starts)
+        ids, level = numbers.astype(np.int64), level + 1
+    db.executemany(f"INSERT INTO {_quote(name + '_node')} VALUES (?, ?)", rows)
+    if parents:
+        pairs = np.concatenate(parents)
+        db.executemany(f"INSERT INTO {_quote(name + '_parent')} VALUES (?, ?)", pairs.tolist())
+
+
+def _float32_towards(values: np.ndarray, direction: float) -> np.ndarray:
+    """float32 bounds that contain ``values``, rounded exactly as SQLite's rtree.c does on an
+    insert (``rtreeValueDown``/``Up``: when the nearest float32 is on the wrong side, the
+    double is scaled by 1 ∓ 2⁻²³ and rounded again), so the stored boxes are the ones an
+    insert through the virtual table, or GDAL, stores."""
+    near = values.astype(np.float32)
+    towards, away = 1.0 - 1.0 / 8388608.0, 1.0 + 1.0 / 8388608.0
+    if direction < 0:
+        off = near > values
+        scale = np.where(values < 0, away, towards)
+    else:
+        off = near < values
+        scale = np.where(values < 0, towards, away)
+    return np.where(off, (values * scale).astype(np.float32), near)
+
+
+def _str_order(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Sort-tile-recursive order of boxes: vertical slices by centre x, each by centre y,
+    so consecutive runs of RTREE_CELLS boxes are compact nodes."""
+    n = len(lo)
+    cx = (lo[:, 0].astype(np.float64) + hi[:, 0]) / 2
+    cy = (lo[:, 1].astype(np.float64) + hi[:, 1]) / 2
+    nodes = -(-n // RTREE_CELLS)
+    per_slice = RTREE_CELLS * int(np.ceil(np.sqrt(nodes)))
+    by_x = np.argsort(cx, kind="stable")
+    slice_of = np.empty(n, np.int64)
+    slice_of[by_x] = np.arange(n) // per_slice
+    return np.lexsort((cy, slice_of))

@@ -2,11 +2,15 @@
 
 A scene is polygonised one block at a time so memory follows the block size, not the scene.
 Polygons are traced in *global pixel coordinates* (integers, exact in floating point), so a
-polygon cut by a block border has bit-identical edges on both sides and the pieces can be
-unioned exactly; only finished polygons are mapped to the raster CRS. Pieces are merged when
-they share an edge of positive length, never a single corner, which is the 4-connectivity
-that ``rasterio.features.shapes`` uses inside a block: the blockwise result equals
-polygonising the whole raster at once.
+polygon cut by a block border has bit-identical edges on both sides and the pieces are
+joined exactly, in raster space (:mod:`geoseg.vector.stitch`); only finished polygons are
+mapped to the raster CRS. Pieces are merged when they share an edge of positive length,
+never a single corner, which is the 4-connectivity that ``rasterio.features.shapes`` uses
+inside a block: the blockwise result equals polygonising the whole raster at once.
+
+Blocks run on local threads (dask.distributed only with a scheduler address); each block's
+finished polygons go to the writer as the block completes, and only the pieces touching a
+block border wait for the join at the end.
 
 Areas and tolerances are in metres whatever the CRS: geographic rasters (SpaceNet is
 EPSG:4326) are measured and simplified in the UTM zone of the raster centre, then mapped back.
