@@ -209,12 +209,12 @@ def test_qgis_reads_the_streamed_geopackage(tmp_path, qgis_python):
 def test_bulk_loaded_rtree_is_sqlites_own(tmp_path, n):
     """The R-tree written node by node passes SQLite's rtreecheck() and answers window
     queries as a brute-force search does (depth 0 to 2 trees: 51 cells a node)."""
-    from geoseg.vector.formats import _bulk_load_rtree
+    from geoseg.vector.formats import _bulk_load_rtree, _rtree_boxes
 
     rng = np.random.default_rng(n)
     x, y = rng.uniform(-1e5, 1e5, n), rng.uniform(-1e5, 1e5, n)
     w, h = rng.uniform(0, 500, n), rng.uniform(0, 500, n)
-    boxes = np.column_stack([np.arange(1, n + 1), x, x + w, y, y + h])
+    boxes = _rtree_boxes(np.arange(1, n + 1), x, x + w, y, y + h)
     db = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
     db.execute("CREATE VIRTUAL TABLE r USING rtree(id, minx, maxx, miny, maxy)")
     db.execute("BEGIN")

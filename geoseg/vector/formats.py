@@ -217,7 +217,7 @@ class _GeoPackage:
         self.srs_id = _epsg(crs_wkt)
         self.count = 0
         self.bounds = [np.inf, np.inf, -np.inf, -np.inf]
-        self.boxes: list[np.ndarray] = []  # (fid, minx, maxx, miny, maxy) for the R-tree
+        self.boxes: list[np.ndarray] = []  # _rtree_boxes of every batch
         self.db = sqlite3.connect(path, isolation_level=None)
         db = self.db
         # a partial file is never seen (atomic_output), so no journal is needed
@@ -287,9 +287,8 @@ class _GeoPackage:
             zip(fids, blobs, names, np.asarray(clusters).tolist(),
                 np.asarray(areas, np.float64).tolist(), scores, strict=True),
         )  # fmt: skip
-        self.boxes.append(
-            np.column_stack([np.arange(fids.start, fids.stop), minx, maxx, miny, maxy])
-        )
+        # the R-tree's float32 boxes (24 bytes a polygon), written at close by a bulk load
+        self.boxes.append(_rtree_boxes(np.arange(fids.start, fids.stop), minx, maxx, miny, maxy))
         self.count += n
         b = self.bounds
         self.bounds = [min(b[0], minx.min()), min(b[1], miny.min()),
@@ -309,7 +308,7 @@ class _GeoPackage:
             "UPDATE gpkg_ogr_contents SET feature_count = ? WHERE table_name = ?",
             (self.count, layer),
         )
-        boxes = np.concatenate(self.boxes) if self.boxes else np.zeros((0, 5))
+        boxes = np.concatenate(self.boxes) if self.boxes else _rtree_boxes(*[np.zeros(0)] * 5)
         self.boxes = []
         _bulk_load_rtree(db, f"rtree_{layer}_geom", boxes)
         for sql in _rtree_triggers(layer) + _count_triggers(layer):
@@ -449,10 +448,8 @@ def _bulk_load_rtree(db: sqlite3.Connection, name: str, boxes: np.ndarray) -> No
     if not len(boxes):
         db.execute(f"INSERT INTO {_quote(name + '_node')} VALUES (1, zeroblob({size}))")
         return
-    ids = boxes[:, 0].astype(np.int64)
-    lo = _float32_towards(boxes[:, [1, 3]], -np.inf)  # minx, miny
-    hi = _float32_towards(boxes[:, [2, 4]], np.inf)  # maxx, maxy
-    rows, parents, level = [], [], 0
+    ids, lo, hi = boxes["id"], boxes["lo"], boxes["hi"]
+    level = 0
     next_node = 2
     while True:
         order = _str_order(lo, hi)
@@ -466,18 +463,18 @@ def _bulk_load_rtree(db: sqlite3.Connection, name: str, boxes: np.ndarray) -> No
         cells["id"] = ids
         cells["box"] = np.column_stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]])
         raw = cells.tobytes()
-        for k, number in enumerate(numbers):
-            first, last = k * RTREE_CELLS, min((k + 1) * RTREE_CELLS, len(ids))
-            head = (level if root else 0).to_bytes(2, "big") + (last - first).to_bytes(2, "big")
-            body = raw[first * 24 : last * 24]
-            rows.append((int(number), head + body + bytes(size - 4 - len(body))))
-        if level == 0:
+        db.executemany(
+            f"INSERT INTO {_quote(name + '_node')} VALUES (?, ?)",
+            _node_blobs(raw, numbers, level if root else 0, size),
+        )
+        # leaves: which node holds each polygon; above: which node holds each node
+        table = name + ("_rowid" if level == 0 else "_parent")
+        for start in range(0, len(ids), 65536):  # in slices: no list of millions of ints
+            part = slice(start, start + 65536)
             db.executemany(
-                f"INSERT INTO {_quote(name + '_rowid')} VALUES (?, ?)",
-                zip(ids.tolist(), node_of.tolist(), strict=True),
+                f"INSERT INTO {_quote(table)} VALUES (?, ?)",
+                zip(ids[part].tolist(), node_of[part].tolist(), strict=True),
             )
-        else:
-            parents.append(np.column_stack([ids, node_of]))
         if root:
             break
         # the nodes just written are the cells of the level above
@@ -485,10 +482,26 @@ def _bulk_load_rtree(db: sqlite3.Connection, name: str, boxes: np.ndarray) -> No
         lo = np.minimum.reduceat(lo, starts)
         hi = np.maximum.reduceat(hi, starts)
         ids, level = numbers.astype(np.int64), level + 1
-    db.executemany(f"INSERT INTO {_quote(name + '_node')} VALUES (?, ?)", rows)
-    if parents:
-        pairs = np.concatenate(parents)
-        db.executemany(f"INSERT INTO {_quote(name + '_parent')} VALUES (?, ?)", pairs.tolist())
+
+
+def _node_blobs(raw: bytes, numbers: np.ndarray, depth: int, size: int):
+    """``(node number, blob)`` of consecutive runs of RTREE_CELLS 24-byte cells in ``raw``."""
+    cells = len(raw) // 24
+    for k, number in enumerate(numbers.tolist()):
+        first, last = k * RTREE_CELLS, min((k + 1) * RTREE_CELLS, cells)
+        body = raw[first * 24 : last * 24]
+        head = depth.to_bytes(2, "big") + (last - first).to_bytes(2, "big")
+        yield number, head + body + bytes(size - 4 - len(body))
+
+
+def _rtree_boxes(ids, minx, maxx, miny, maxy) -> np.ndarray:
+    """Polygon ids with their R-tree boxes: float32 bounds rounded outwards (``lo``: min x,
+    min y; ``hi``: max x, max y)."""
+    boxes = np.zeros(len(ids), dtype=[("id", "<i8"), ("lo", "<f4", 2), ("hi", "<f4", 2)])
+    boxes["id"] = ids
+    boxes["lo"] = _float32_towards(np.column_stack([minx, miny]), -np.inf)
+    boxes["hi"] = _float32_towards(np.column_stack([maxx, maxy]), np.inf)
+    return boxes
 
 
 def _float32_towards(values: np.ndarray, direction: float) -> np.ndarray:
