@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: vertices of border pieces joined in one call of the stitch (memory, not speed: it is linear)
 STITCH_VERTICES = 200_000
+#: polygons converted from rasterio's GeoJSON-like dicts at a time (memory, see _trace)
+TRACE_SLICE = 4096
 
 
 @dataclass
@@ -479,9 +481,15 @@ def _trace(opts: _Options, window: Window) -> _Pieces:
     if data.dtype.name not in ("uint8", "uint16", "int16", "int32"):  # what GDAL traces
         data = data.astype(np.int32)
     offset = Affine.translation(window.col_off, window.row_off)
-    traced = list(shapes(data, mask=valid, transform=offset))
-    geoms = _polygons([g for g, _ in traced])
-    values = np.array([int(v) for _, v in traced], np.int64)
+    # GeoJSON-like dicts taken a slice at a time: a speckled 1024² block traces ~40k
+    # polygons, whose coordinate tuples held at once were tens of MiB per block in flight
+    traced = shapes(data, mask=valid, transform=offset)
+    parts, values_list = [np.empty(0, object)], []
+    while chunk := list(islice(traced, TRACE_SLICE)):
+        parts.append(_polygons([g for g, _ in chunk]))
+        values_list.extend(int(v) for _, v in chunk)
+    geoms = np.concatenate(parts)
+    values = np.array(values_list, np.int64)
     counts = np.rint(shapely.area(geoms)).astype(np.int64)  # unit pixels: area is the count
     return _Pieces(geoms, values, counts, _probability_sums(opts, window, geoms, values, offset))
 
