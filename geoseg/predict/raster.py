@@ -411,7 +411,6 @@ def predict(
         BadInput: unreadable raster or checkpoint, band-count mismatch, bad tiling, existing
             outputs; all checked before any inference.
     """
-    import dask
     import rasterio
     import torch
 
@@ -518,6 +517,8 @@ def predict(
             if distributed:
                 # One task per shared group, its result handed to each block's task; results
                 # come back to this process, in bounded groups to keep memory block-sized.
+                import dask  # only here: a local run needs none of it (~0.2 s of imports)
+
                 seg_node = dask.delayed(segment, pure=False)
                 task = dask.delayed(predict_block, pure=False)
                 shared_task = dask.delayed(predict_tiles, pure=False)
