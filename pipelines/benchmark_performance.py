@@ -271,7 +271,9 @@ def bare_read(scene: str, tile: int, overlap: int) -> dict:
 
     start = time.perf_counter()
     n = 0
-    with rasterio.open(scene) as src:
+    # a cache that holds a row of the scene's blocks, so each block is decoded once: the floor
+    # is the fastest plain read (the CLI's 16 MiB decoded the 8192² scene's blocks ~2x)
+    with rasterio.Env(GDAL_CACHEMAX=512 * 2**20), rasterio.open(scene) as src:
         for r in grid(src.height, tile, overlap):
             for c in grid(src.width, tile, overlap):
                 src.read(window=Window(c, r, tile, tile))
