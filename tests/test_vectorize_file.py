@@ -235,3 +235,19 @@ def test_bulk_loaded_rtree_is_sqlites_own(tmp_path, n):
     if n:  # float32 bounds that contain the float64 ones
         assert (stored[:, 0] <= x).all() and (stored[:, 1] >= x + w).all()
         assert (stored[:, 2] <= y).all() and (stored[:, 3] >= y + h).all()
+
+
+def test_blocks_on_a_dask_cluster_write_the_same_file(tmp_path):
+    """--scheduler tcp://...: the blocks go to dask.distributed (a worker process, so the
+    block task pickles) and the file is the one local threads write."""
+    distributed = pytest.importorskip("distributed")
+    raster = classes_raster(tmp_path / "c.tif")
+    (tmp_path / "local").mkdir()
+    (tmp_path / "cluster").mkdir()
+    local, remote = tmp_path / "local" / "p.gpkg", tmp_path / "cluster" / "p.gpkg"
+    vectorize_to_file(raster, local, block_size=32)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+    ) as cluster:
+        vectorize_to_file(raster, remote, block_size=32, scheduler=cluster.scheduler_address)
+    assert sqlite_content(remote) == sqlite_content(local)
