@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the terminal bar: geoseg draws on stderr, never in a notebook widget
 
 _enabled = True
 
@@ -113,37 +113,50 @@ def run_tasks(
     return list(out)
 
 
-def run_in_order(
+def iter_in_order(
     calls: Sequence[Callable[[], Any]],
     *,
     workers: int,
     desc: str = "blocks",
-) -> list[Any]:
-    """Run zero-argument ``calls`` on ``workers`` local threads, started in the order given.
+    ahead: int | None = 2,
+) -> Iterator[Any]:
+    """Results of zero-argument ``calls``, in order, computed on ``workers`` local threads.
 
-    For work whose memory depends on the order it runs in: predict keeps the probabilities of
-    tiles two blocks share from the first block to the second, so its blocks must run row
-    after row for that store to stay one row of borders. dask's threaded scheduler starts
-    independent tasks in an order of its own (measured: 64 blocks of an 8192² scene in a
-    shuffled order, holding 100 border groups, 250 MiB, instead of a row's 8). Threads take
-    the calls first in, first out; the first failure cancels the calls not yet started and is
-    raised. ``workers=1`` runs them one after the other in this thread.
+    A plain thread pool, not dask, for work on one machine whose memory depends on the order
+    it runs in. Threads start the calls first in, first out (dask's threaded scheduler picks
+    an order of its own: predict's 64 blocks of an 8192² scene ran shuffled and kept 100
+    groups of border tiles, 250 MiB, instead of a row's 8). ``ahead`` bounds the calls in
+    flight to that many per thread, so results waiting to be consumed stay a few blocks'
+    worth (vectorize writes each block's polygons as they come); ``None`` submits them all
+    (predict, whose calls write their own outputs and return nothing). The first failure
+    cancels the calls not yet started and is raised; ``workers=1`` runs them in this thread.
     """
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    results: list[Any] = []
     with progress(total=len(calls), desc=desc, unit="block") as bar:
         if workers <= 1:
             for call in calls:
-                results.append(call())
+                yield call()
                 bar.update(1)
-            return results
+            return
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=desc)
         try:
-            futures = [pool.submit(call) for call in calls]
-            for future in futures:
-                results.append(future.result())
+            first = len(calls) if ahead is None else ahead * workers
+            pending = deque(pool.submit(call) for call in calls[:first])
+            waiting = deque(calls[first:])
+            while pending:
+                result = pending.popleft().result()
+                if waiting:
+                    pending.append(pool.submit(waiting.popleft()))
+                yield result
                 bar.update(1)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-    return results
+
+
+def run_in_order(
+    calls: Sequence[Callable[[], Any]], *, workers: int, desc: str = "blocks"
+) -> list[Any]:
+    """:func:`iter_in_order` with every call submitted at once, its results as a list."""
+    return list(iter_in_order(calls, workers=workers, desc=desc, ahead=None))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -260,7 +259,7 @@ def _polygonised(
     take them while the next blocks run; only the pieces that touch a block border are kept
     until the end (their number grows with the border length, not the scene area).
     """
-    from geoseg.progress import scheduler_address
+    from geoseg.progress import iter_in_order, scheduler_address
 
     edges: list[_Pieces] = []
     edge_ids: list[dict] = []
@@ -277,7 +276,9 @@ def _polygonised(
             results = iter(run_tasks(tasks, scheduler=scheduler, desc="vectorize"))
         else:
             workers = 1 if scheduler == "sync" else min(_cores(), len(windows))
-            results = _in_order([partial(_block, opts, w) for w in windows], workers)
+            results = iter_in_order(
+                [partial(_block, opts, w) for w in windows], workers=workers, desc="vectorize"
+            )
         for done, edge, ids in results:
             edges.append(edge)
             edge_ids.append(ids)
@@ -285,37 +286,6 @@ def _polygonised(
     counts = [len(e.geoms) for e in edges]
     border = _merge(_Pieces.concat(edges), _links(windows, edge_ids, counts), block_size, opts.size)
     yield _finish(border, opts)
-
-
-def _in_order(calls: list, workers: int) -> Iterator:
-    """Results of zero-argument ``calls`` in order, computed on ``workers`` local threads.
-
-    A plain thread pool, not dask: on one machine the blocks need no task graph, and dask's
-    import alone was a tenth of a one-class run. At most two calls per thread are in flight,
-    so the results waiting to be consumed stay a few blocks' worth (the consumer writes them).
-    With one worker the calls run in this thread.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from geoseg.progress import progress
-
-    with progress(total=len(calls), desc="vectorize", unit="block") as bar:
-        if workers <= 1:
-            for call in calls:
-                yield call()
-                bar.update(1)
-            return
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vectorize")
-        try:
-            pending = deque(pool.submit(c) for c in calls[: 2 * workers])
-            for call in calls[2 * workers :] + [None] * len(pending):
-                result = pending.popleft().result()
-                if call is not None:
-                    pending.append(pool.submit(call))
-                yield result
-                bar.update(1)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _resolve_classes(
