@@ -13,7 +13,6 @@ blocks run on a dask.distributed cluster), which are then copied to COGs with ov
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import logging
 import os
@@ -280,34 +279,6 @@ def predict_tiles(
     )
 
 
-def _map_large_arrays() -> None:
-    """Let glibc hand every large array back to the OS when it is freed (elsewhere a no-op).
-
-    A block allocates and frees a few hundred MB of arrays. glibc's default adapts its mmap
-    threshold upwards after the first frees and then carves such arrays out of per-thread
-    heaps that fragment and are never returned, so RSS crept up with the number of blocks,
-    i.e. with the scene size (measured: +25% from 2048² to 8192²). A fixed threshold keeps
-    arrays above it in their own mappings; process-wide, and harmless for other code.
-    Its price is kernel time (every such array is a fresh mapping the kernel zeroes: 3x the
-    system time, measured). Tried instead (issue 11; k-means, 4096² peak, 1024² is 725-793
-    MiB): ``malloc_trim`` once per block 1149 MiB, MALLOC_ARENA_MAX=1 1058, =2 1070, an
-    8 MiB threshold 957, this 2 MiB threshold 898. Since tiles go through the model one at a
-    time on a CPU (:func:`geoseg.predict.segment.segmenter`) few arrays are that large and the
-    price is small: k-means 8192², 3.5 s of system time against 1.9 s without the threshold,
-    for a peak of 992 MiB against 1102 (user time 21.5 s against 24.5 s).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
-    except (OSError, AttributeError):
-        pass
-
-
-#: glibc mallopt parameter number and the value predict sets
-_M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD_BYTES = 2 << 20
-
-
 # --- the scene -------------------------------------------------------------------------------
 
 
@@ -507,7 +478,6 @@ def predict(
         head,
         dev,
     )
-    _map_large_arrays()
     start = time.perf_counter()
     with ExitStack() as stack:
         stitched = {role: temporary_name(paths[role.split(":")[0]]) for role in rasters}

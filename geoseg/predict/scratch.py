@@ -10,6 +10,14 @@ thread and memory is the block's whatever the scene.
 
 One :class:`Scratch` lives for one predict run and is dropped with it; every dask worker
 thread gets its own arrays, so blocks running side by side never share one.
+
+glibc's malloc keeps its default, adaptive mmap threshold. predict used to fix it at 2 MiB
+so large arrays went back to the system on free; with the block arrays reused here and tiles
+one at a time through the model on a CPU, that only made every conv activation a fresh
+mapping: on a quiet machine IIC 2048² took 8.6 s with it against 5.95 s without (system
+time 4.0 s against 0.8 s), k-means 8192² 17.4 s against 14.8 s, and the peak RSS was 912
+against 941 MiB at 8192² and 797 against 866 MiB at 2048² (8192² / 2048²: 1.14 with it,
+1.09 without).
 """
 
 from __future__ import annotations
