@@ -66,3 +66,24 @@ def test_report_scale_bar_measures_ground_metres_in_web_mercator():
     assert utm == 0.5
     deg = metres_per_px(RioCRS.from_epsg(4326), Affine(1e-5, 0, -115.3, 0, -1e-5, 36.2), 10, 10)
     assert deg == pytest.approx(0.9, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "epsg, bounds",
+    [
+        (32611, (6e5, 4e6, 6.1e5, 4.01e6)),  # UTM
+        (26986, (2e5, 9e5, 2.1e5, 9.1e5)),  # Lambert conformal conic, metres
+        (2154, (6.5e5, 6.86e6, 6.6e5, 6.87e6)),  # Lambert 93
+        (27700, (5.3e5, 1.8e5, 5.4e5, 1.9e5)),  # British National Grid (transverse Mercator)
+        (3857, (1.49e6, 6.89e6, 1.5e6, 6.9e6)),  # Web Mercator: not ground metres
+        (3395, (1.49e6, 6.8e6, 1.5e6, 6.81e6)),  # World Mercator: not ground metres
+        (2263, (9.8e5, 2.1e5, 9.9e5, 2.2e5)),  # US feet
+        (4326, (-115.31, 36.16, -115.30, 36.17)),  # degrees
+    ],
+)
+def test_rasterio_shortcut_gives_the_pyproj_answer(epsg, bounds):
+    """A rasterio CRS projected in metres is answered without importing pyproj; the answer
+    must be the one the full rule gives for the same CRS as pyproj reads it."""
+    from pyproj import CRS as ProjCRS
+
+    assert metric_crs(RioCRS.from_epsg(epsg), bounds) == metric_crs(ProjCRS.from_epsg(epsg), bounds)

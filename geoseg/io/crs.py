@@ -31,10 +31,12 @@ def metric_crs(crs, bounds) -> str | None:
         ``"EPSG:326zz"`` / ``"EPSG:327zz"``, or ``None`` (also when ``crs`` is None, or the
         bounds are empty: there is nothing to measure, or no CRS to leave).
     """
-    from pyproj import CRS
-
     if crs is None:
         return None
+    if _rasterio_metres(crs):
+        return None
+    from pyproj import CRS  # only when the answer needs it: its import is ~0.1 s of a command
+
     crs = CRS.from_user_input(crs)
     units = {axis.unit_name for axis in crs.axis_info}
     if crs.is_projected and units <= {"metre", "meter"} and not is_mercator(crs):
@@ -48,6 +50,20 @@ def metric_crs(crs, bounds) -> str | None:
     lon, lat = (west + east) / 2, (south + north) / 2
     zone = min(60, int((lon + 180) // 6) + 1)
     return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+
+
+def _rasterio_metres(crs) -> bool:
+    """Whether a rasterio CRS is projected in metres by a projection other than the normal
+    Mercator (UTM, transverse Mercator, Lambert...): the common case, answered without pyproj.
+    Anything else (pyproj CRSs, strings, a CRS without a PROJ.4 form) goes the full way."""
+    from rasterio.crs import CRS
+
+    if not isinstance(crs, CRS) or not crs.is_projected:
+        return False
+    if crs.linear_units not in ("metre", "meter"):
+        return False
+    proj = crs.to_dict().get("proj")
+    return proj is not None and proj != "merc"
 
 
 def is_mercator(crs) -> bool:
