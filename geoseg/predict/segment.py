@@ -37,9 +37,10 @@ def segmenter(model, *, head: int = 0, device: Any = "cpu", tta: bool = False) -
         if device.type == "cpu" and len(x) > 1:
             # On a CPU, tiles go through the model one at a time: a batch buys no speed
             # there, while its activations are large fresh allocations (zeroed pages, heaps
-            # that grow and fragment). Measured on a 1024² block, one thread: IIC 1.9 s and
-            # +24 MiB one by one against 2.8 s and +120 MiB in batches of 8; k-means 0.13 s
-            # and +0 MiB against 0.31 s and +36-60 MiB. It also makes a tile's probabilities
+            # that grow and fragment). Measured on a 1024² block, one thread, under load: IIC
+            # 1.9 s and +24 MiB one by one against 2.8 s and +120 MiB in batches of 8 (1.40 s
+            # against 1.44 s on a quiet machine); k-means 0.13 s and +0 MiB against 0.31 s
+            # and +36-60 MiB. It also makes a tile's probabilities
             # independent of the batch it came in (k-means' einsum differed in the last bit).
             first = forward(x[:1])
             out = np.empty((len(x), *first.shape[1:]), first.dtype)
