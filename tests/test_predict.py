@@ -18,7 +18,7 @@ from geoseg.io.bands import BandSpec
 from geoseg.predict.blend import blend_block
 from geoseg.predict.raster import predict
 from geoseg.predict.segment import predict_array
-from geoseg.tiles.grid import blend_weight, plan_blocks, tile_origins
+from geoseg.tiles.grid import blend_weight, block_edges, plan_blocks, tile_origins
 
 
 def tiny_checkpoint(path, *, bands=(1, 2, 3, 4), k=5, tile=32, seed=0, mapping=None):
@@ -79,6 +79,24 @@ def test_blocks_partition_the_scene_and_hold_every_touching_tile(h, w, tile, ove
         assert b.read_rows[1] <= h and b.read_cols[1] <= w
     assert (cover == 1).all()
     assert rows[-1] + tile >= h and (h < tile or rows[-1] + tile == h)
+
+
+@pytest.mark.parametrize("length", [1536, 1153, 2048, 4096, 8192, 300, 33])
+def test_blocks_share_an_axis_evenly_never_above_the_block_size(length):
+    """Blocks run in parallel: a short last block left the largest to run alone (1536² in
+    1024 px blocks was 1152 + 384 per axis; 1153 px ended in a 1 px block)."""
+    tile, overlap, block = 256, 32, 1024
+    stride = tile - overlap
+    edges = block_edges(length, tile, overlap, block)
+    assert edges[0][0] == 0 and edges[-1][1] == length
+    assert all(a[1] == b[0] for a, b in zip(edges, edges[1:], strict=False))
+    step = round(block / stride) * stride
+    inner = [b - a for a, b in edges[:-1]]
+    assert all(size <= step + overlap for size in inner)
+    assert all((a - overlap) % stride == 0 for a, _ in edges[1:])  # borders inside a tile
+    sizes = [b - a for a, b in edges]
+    # counts differ by one stride, and the last block ends where the axis does (< 1 stride short)
+    assert max(sizes) - min(sizes) < 2 * stride + overlap or len(edges) == 1
 
 
 def test_blend_weight_is_separable_positive_and_flat_inside():
