@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 from itertools import chain, islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -141,19 +141,7 @@ def vectorize(
         BadInput: missing/unsuitable raster or probabilities, negative sizes, an unknown output
             extension, or an existing output without ``overwrite``.
     """
-    opts, names, windows = _prepare(
-        raster,
-        output,
-        classes,
-        class_names,
-        probabilities,
-        min_area,
-        simplify,
-        fill_holes,
-        regularize,
-        block_size,
-        overwrite,
-    )
+    opts, names, windows = _prepare(**_arguments(**locals()))
     gdf = _to_frame(list(_polygonised(opts, windows, block_size, scheduler)), names, opts)
     log.info("%d polygons from %d blocks of %s", len(gdf), len(windows), raster)
     if output is not None:
@@ -161,42 +149,19 @@ def vectorize(
     return gdf
 
 
-def vectorize_to_file(
-    raster: str | Path,
-    output: str | Path,
-    *,
-    classes: Mapping[str, int] | Sequence[int] | None = None,
-    class_names: Mapping[int, str] | None = None,
-    probabilities: str | Path | None = None,
-    min_area: float = 0.0,
-    simplify: float = 0.0,
-    fill_holes: bool | float = False,
-    regularize: bool = False,
-    block_size: int = 1024,
-    overwrite: bool = False,
-    scheduler: str | None = None,
-) -> int:
+def vectorize_to_file(raster: str | Path, output: str | Path, **options: Any) -> int:
     """:func:`vectorize` for ``geoseg vectorize``: the same file, written as blocks finish.
 
     A GeoPackage in an EPSG CRS (the usual output) is written block by block without a
     GeoDataFrame, so memory holds a block's polygons and the border pieces rather than the
     whole layer, and neither geopandas, pandas nor pyogrio is imported (0.8 s, more than
     GDAL's whole one-class run); other formats and CRSs are written as :func:`vectorize`
-    writes them. Arguments as :func:`vectorize`; returns the number of polygons written.
+    writes them. Keyword arguments as :func:`vectorize` (one signature for both: an unknown
+    keyword is a TypeError naming it); returns the number of polygons written.
     """
-    opts, names, windows = _prepare(
-        raster,
-        output,
-        classes,
-        class_names,
-        probabilities,
-        min_area,
-        simplify,
-        fill_holes,
-        regularize,
-        block_size,
-        overwrite,
-    )
+    args = _arguments(raster=raster, output=output, **options)
+    opts, names, windows = _prepare(**args)
+    overwrite, block_size, scheduler = args["overwrite"], args["block_size"], args["scheduler"]
     blocks = _polygonised(opts, windows, block_size, scheduler)
     if fast_geopackage(output, opts.crs_wkt):
         count = write_polygon_batches(
@@ -210,7 +175,18 @@ def vectorize_to_file(
     return count
 
 
+def _arguments(**given: Any) -> dict[str, Any]:
+    """:func:`vectorize`'s arguments by name with its defaults filled in: the one signature
+    both entry points share."""
+    import inspect
+
+    bound = inspect.signature(vectorize).bind(**given)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
 def _prepare(
+    *,
     raster,
     output,
     classes,
@@ -222,6 +198,7 @@ def _prepare(
     regularize,
     block_size,
     overwrite,
+    scheduler,  # noqa: ARG001 - used by the caller, passed along with the rest
 ) -> tuple[_Options, dict[int, str], list[Window]]:
     """Check every argument (before any work) and cut the raster into block windows."""
     if output is not None:
