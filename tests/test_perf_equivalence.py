@@ -235,3 +235,35 @@ def test_raster_space_links_equal_the_geometric_search(make_raster):
     geometric = components(left[edge], right[edge])
     assert n > 100 and same.sum() > 50
     np.testing.assert_array_equal(raster_space, geometric)
+
+
+def test_shards_complete_band_by_band(make_raster, tmp_path, small_strips, monkeypatch):
+    """Memory of a wide scene: a shard holds consecutive row-major tiles, so its tiles come
+    from every column group; lanes that ran one group at a time kept nearly every shard
+    waiting in memory for the last group (275 MiB of encoded tiles at 8192²). A lane now
+    finishes every group of a band of rows before the next band, so only the shards of the
+    band in progress wait."""
+    import geoseg.tiles.chunks as chunks
+
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 65535, (2, 650, 260), dtype=np.uint16)
+    src = make_raster("tiled.tif", data, tiled=True)
+    monkeypatch.setattr(chunks, "SHARD_BYTES", 3 * 2 * 64 * 64 * 2)  # 3 tiles per shard
+    waiting = []
+    add = chunks.ShardAssembler.add
+
+    def counting(self, shard, tiles, count):
+        written = add(self, shard, tiles, count)
+        waiting.append(len(self.pending))
+        return written
+
+    monkeypatch.setattr(chunks.ShardAssembler, "add", counting)
+    store = writer.tile(src, tmp_path / "s.zarr", tile_size=64, overlap=16)
+    assert_store_equals(store, reference_store(src, 64, 16))
+    lanes = writer._plan_strips(0, 650, 260, 64, 16, block_rows=64, first_index=0, lanes_min=1)
+    n_groups = len({st.read_cols for lane in lanes for st in lane})
+    widths = {len(st.cols) for lane in lanes for st in lane}
+    assert n_groups > 1 and max(widths) - min(widths) <= 1  # groups of even width
+    n_shards = -(-len(store.origin) // 3)
+    # a band of rows (at most two tile rows of 6 tiles here) spans at most 5 shards
+    assert 0 < max(waiting) <= 5 < n_shards
