@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 #: vertices of border pieces joined in one call of the stitch (memory, not speed: it is linear)
 STITCH_VERTICES = 200_000
+#: bytes of WKB of the joined border polygons handed to the writer at a time
+JOINED_BATCH_BYTES = 8 << 20
 #: polygons converted from rasterio's GeoJSON-like dicts at a time (memory, see _trace)
 TRACE_SLICE = 4096
 
@@ -230,16 +232,16 @@ def _prepare(
 def _polygonised(
     opts: _Options, windows: list[Window], block_size: int, scheduler: str | None
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Finished polygons block by block, then the border pieces joined across blocks.
+    """Finished polygons block by block, then the polygons joined across block borders.
 
     Each block's interior polygons are yielded as soon as the block is done, so a writer can
-    take them while the next blocks run; only the pieces that touch a block border are kept
-    until the end (their number grows with the border length, not the scene area).
+    take them while the next blocks run. Pieces touching a block border are joined as soon as
+    every block they touch is done (:class:`_Border`), so only the pieces of polygons still
+    open wait; the joined polygons come last, in the order a join of all blocks at once gives.
     """
     from geoseg.progress import iter_in_order, scheduler_address
 
-    edges: list[_Pieces] = []
-    edge_ids: list[dict] = []
+    border = _Border(windows, block_size, opts)
     with warnings.catch_warnings():
         # shapes() works on in-memory rasters in pixel coordinates on purpose (the first block's
         # transform is the identity) and GDAL then says "not georeferenced" from any thread
@@ -256,13 +258,125 @@ def _polygonised(
             results = iter_in_order(
                 [partial(_block, opts, w) for w in windows], workers=workers, desc="vectorize"
             )
-        for done, edge, ids in results:
-            edges.append(edge)
-            edge_ids.append(ids)
+        for k, (done, edge, ids) in enumerate(results):
             yield done
-    counts = [len(e.geoms) for e in edges]
-    border = _merge(_Pieces.concat(edges), _links(windows, edge_ids, counts), block_size, opts.size)
-    yield _finish(border, opts)
+            del done
+            border.add(k, edge, ids)
+            del edge, ids
+    yield from border.joined()
+
+
+class _Border:
+    """The border pieces of the blocks done so far, each component joined and finished as soon
+    as no block still to come can add to it.
+
+    Blocks arrive in raster order, so a piece can only gain neighbours from the blocks to its
+    right and below. A component is complete once the last block any of its pieces touches is
+    done; it is then stitched, finished and kept as WKB (16 bytes a vertex, against ~24 for a
+    GEOS geometry and several working copies when every border piece of the scene was joined
+    at the end: that join was the peak of an 8192² run). Finished polygons are yielded at the
+    end ordered by their lowest piece (block order, then trace order), the order of the join
+    of all blocks at once, so the output rows are the same.
+    """
+
+    def __init__(self, windows: Sequence[Window], block_size: int, opts: _Options) -> None:
+        self.opts = opts
+        height, width = opts.size
+        self.cols = np.arange(block_size, width, block_size)
+        self.rows = np.arange(block_size, height, block_size)
+        where = {(int(w.row_off), int(w.col_off)): k for k, w in enumerate(windows)}
+
+        def at(row, col) -> int:
+            return where.get((int(row), int(col)), -1)
+
+        self.right = [at(w.row_off, w.col_off + w.width) for w in windows]
+        self.below = [at(w.row_off + w.height, w.col_off) for w in windows]
+        self.left, self.above = [-1] * len(windows), [-1] * len(windows)
+        for k, (right, below) in enumerate(zip(self.right, self.below, strict=True)):
+            if right >= 0:
+                self.left[right] = k
+            if below >= 0:
+                self.above[below] = k
+        self.offsets: dict[int, int] = {}  # first global piece index of each block
+        self.edges: dict[int, dict[str, np.ndarray]] = {}  # right/bottom ids still needed
+        self.count = 0  # border pieces seen
+        # open pieces, by global index: their component's lowest index and last block needed
+        self.open = _Pieces()
+        self.index = np.empty(0, np.int64)
+        self.root = np.empty(0, np.int64)
+        self.need = np.empty(0, np.int64)
+        self.finished: list[dict[str, np.ndarray]] = []
+
+    def add(self, k: int, pieces: _Pieces, edges: dict[str, np.ndarray]) -> None:
+        """Take block ``k``'s border pieces (blocks arrive in order) and finish what it closes."""
+        n = len(pieces.geoms)
+        offset = self.offsets[k] = self.count
+        self.count += n
+        need = np.full(n, k, np.int64)
+        pairs = []
+        for earlier, side, mine in (
+            (self.left[k], "right", "left"),
+            (self.above[k], "bottom", "top"),
+        ):
+            theirs = self.edges.get(earlier, {}).pop(side, None)
+            if earlier in self.edges and not self.edges[earlier]:
+                del self.edges[earlier]  # both later neighbours done
+            if theirs is not None and edges:
+                pairs.append(_pair_links(theirs, edges[mine], self.offsets[earlier], offset))
+        for later, side in ((self.right[k], "right"), (self.below[k], "bottom")):
+            if later >= 0 and edges:
+                touching = np.unique(edges[side][edges[side] > 0]) - 1
+                need[touching] = np.maximum(need[touching], later)
+                self.edges.setdefault(k, {})[side] = edges[side]
+        self.open = _Pieces.concat([self.open, pieces])
+        self.index = np.r_[self.index, np.arange(offset, offset + n)]
+        self.root = np.r_[self.root, np.arange(offset, offset + n)]
+        self.need = np.r_[self.need, need]
+        if pairs:
+            self._link(np.concatenate(pairs))
+        self._finish_complete(k)
+
+    def _link(self, pairs: np.ndarray) -> None:
+        """Join the components of linked pieces of one value (lowest index as the label)."""
+        left, right = np.searchsorted(self.index, pairs.T)
+        same = self.open.values[left] == self.open.values[right]  # adjacent pixels of one value
+        root = _lowest(np.searchsorted(self.index, self.root), left[same], right[same])
+        self.root = self.index[root]
+
+    def _finish_complete(self, k: int) -> None:
+        """Stitch, finish and keep the components no block after ``k`` can touch."""
+        root = np.searchsorted(self.index, self.root)
+        last = np.zeros(len(root), np.int64)
+        np.maximum.at(last, root, self.need)
+        done = last[root] <= k
+        if not done.any():
+            return
+        keys, component = np.unique(self.root[done], return_inverse=True)
+        joined = _join(self.open.take(done), component, self.cols, self.rows)
+        finished = _finish(joined, self.opts, keys=keys)
+        finished["geometry"] = shapely.to_wkb(finished["geometry"])
+        self.finished.append(finished)
+        del joined, finished
+        keep = ~done
+        self.open = self.open.take(keep)
+        self.index, self.root, self.need = self.index[keep], self.root[keep], self.need[keep]
+
+    def joined(self) -> Iterator[dict[str, np.ndarray]]:
+        """The finished polygons in the order of their lowest piece, a few MiB at a time."""
+        if len(self.open.geoms):
+            raise AssertionError("border pieces left open after the last block")
+        if not self.finished:
+            return
+        parts, self.finished = self.finished, []
+        merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        del parts
+        order = np.argsort(merged.pop("key"), kind="stable")
+        size = np.fromiter(map(len, merged["geometry"][order]), np.int64, len(order))
+        batch = np.cumsum(size) // JOINED_BATCH_BYTES
+        for part in np.split(order, np.flatnonzero(np.diff(batch)) + 1):
+            out = {name: values[part] for name, values in merged.items()}
+            out["geometry"] = shapely.from_wkb(out["geometry"])
+            yield out
 
 
 def _resolve_classes(
@@ -404,12 +518,19 @@ def _links(windows: Sequence[Window], edges: Sequence[dict], counts: Sequence[in
         for other, mine, theirs in ((right, "right", "left"), (below, "bottom", "top")):
             if other is None or not edges[k] or not edges[other]:
                 continue
-            a, b = edges[k][mine], edges[other][theirs]
-            both = (a > 0) & (b > 0)
-            pairs.append(np.stack([a[both] - 1 + offsets[k], b[both] - 1 + offsets[other]], axis=1))
+            pairs.append(
+                _pair_links(edges[k][mine], edges[other][theirs], offsets[k], offsets[other])
+            )
     if not pairs:
         return np.zeros((0, 2), np.int64)
-    return np.unique(np.concatenate(pairs).astype(np.int64), axis=0)
+    return np.unique(np.concatenate(pairs), axis=0)
+
+
+def _pair_links(a: np.ndarray, b: np.ndarray, offset_a: int, offset_b: int) -> np.ndarray:
+    """Pairs of pieces facing each other across one block border: ``a`` and ``b`` are the two
+    blocks' piece ids (index + 1, 0 for none) along it, ``offset_*`` their first global index."""
+    both = (a > 0) & (b > 0)
+    return np.stack([a[both] - 1 + offset_a, b[both] - 1 + offset_b], axis=1).astype(np.int64)
 
 
 def _trace(opts: _Options, window: Window) -> _Pieces:
@@ -487,16 +608,23 @@ def _probability_sums(opts, window, geoms, values, offset) -> np.ndarray:
 
 
 def _merge(pieces: _Pieces, links: np.ndarray, block_size: int, size: tuple[int, int]) -> _Pieces:
-    """Join border pieces that share an edge (``links``, from :func:`_links`), by connected
-    component, in raster space (:mod:`geoseg.vector.stitch`); a component the stitch cannot
-    follow is unioned with GEOS, which is exact on these integer coordinates but overlays every
-    vertex (it was 55 % of an 8192² run)."""
-    n = len(pieces.geoms)
-    if n == 0:
+    """Join border pieces that share an edge (``links``, from :func:`_links`) by connected
+    component: all blocks' border pieces at once (:class:`_Border` joins them as blocks end)."""
+    if len(pieces.geoms) == 0:
         return pieces
     left, right = links.T
     same = pieces.values[left] == pieces.values[right]  # adjacent pixels of one value only
-    component = _components(n, left[same], right[same])
+    component = _components(len(pieces.geoms), left[same], right[same])
+    height, width = size
+    cols, rows = np.arange(block_size, width, block_size), np.arange(block_size, height, block_size)
+    return _join(pieces, component, cols, rows)
+
+
+def _join(pieces: _Pieces, component: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> _Pieces:
+    """One polygon per ``component`` (``0..k-1``, numbered by lowest piece), in raster space
+    (:mod:`geoseg.vector.stitch`); a component the stitch cannot follow is unioned with GEOS,
+    which is exact on these integer coordinates but overlays every vertex (it was 55 % of an
+    8192² run)."""
     order = np.argsort(component, kind="stable")
     groups = np.split(order, np.flatnonzero(np.diff(component[order])) + 1)
     sizes = np.bincount(component)
@@ -505,9 +633,6 @@ def _merge(pieces: _Pieces, links: np.ndarray, block_size: int, size: tuple[int,
     geoms[single] = pieces.geoms[order[np.r_[0, np.cumsum(sizes)[:-1]][single]]]
     joined = ~single[component]
     if joined.any():
-        height, width = size
-        cols = np.arange(block_size, width, block_size)
-        rows = np.arange(block_size, height, block_size)
         multi = np.flatnonzero(~single)
         vertices = np.bincount(
             component, weights=shapely.get_num_coordinates(pieces.geoms), minlength=len(sizes)
@@ -543,28 +668,38 @@ def _components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     down to the lower pointer and pointers are followed to their end, until nothing changes
     (a few rounds: border pieces form short chains across block borders).
     """
-    root = np.arange(n)
+    return np.unique(_lowest(np.arange(n), left, right), return_inverse=True)[1]
+
+
+def _lowest(root: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """``root`` (each node's lowest known connected node, pointing at itself for a component's
+    lowest) updated with the links ``left``-``right``: links pull both ends and their roots
+    down to the lower root and pointers are followed to their end, until nothing changes.
+    (Pulling the roots too is what lets nodes linked earlier follow: :class:`_Border` links
+    pieces a block at a time and does not see the earlier links again.)"""
     while True:
         low = np.minimum(root[left], root[right])
         before = root.copy()
-        np.minimum.at(root, left, low)
-        np.minimum.at(root, right, low)
+        for ends in (left, right, before[left], before[right]):
+            np.minimum.at(root, ends, low)
         while True:  # pointer jumping: every node straight to its root
             jumped = root[root]
             if np.array_equal(jumped, root):
                 break
             root = jumped
         if np.array_equal(root, before):
-            break
-    return np.unique(root, return_inverse=True)[1]
+            return root
 
 
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _finish(pieces: _Pieces, opts: _Options) -> dict[str, np.ndarray]:
-    """Map pixel polygons to the CRS, filter/clean them in metres, and measure them."""
+def _finish(
+    pieces: _Pieces, opts: _Options, keys: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Map pixel polygons to the CRS, filter/clean them in metres, and measure them (``keys``:
+    one per polygon, returned as ``key`` for the polygons kept)."""
     a, b, c, d, e, f = opts.transform[:6]
     # canonical ring start and orientation: simplification then cannot depend on where block
     # borders cut a polygon
@@ -584,12 +719,15 @@ def _finish(pieces: _Pieces, opts: _Options) -> dict[str, np.ndarray]:
         world = _reproject(metric, opts, to_metric=False)
     with np.errstate(invalid="ignore", divide="ignore"):
         score = kept.prob_sums / kept.counts
-    return {
+    out = {
         "geometry": world,
         "cluster": kept.values,
         "area_m2": shapely.area(metric),
         "score": score,
     }
+    if keys is not None:
+        out["key"] = keys[keep]
+    return out
 
 
 def _reproject(geoms: np.ndarray, opts: _Options, *, to_metric: bool) -> np.ndarray:
