@@ -13,6 +13,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
+import geoseg.tiles.strips as strips
 import geoseg.tiles.writer as writer
 from geoseg.io.rasters import read_window
 from geoseg.tiles.grid import tile_windows
@@ -65,18 +66,18 @@ def small_strips(monkeypatch):
     """Strips, column groups and lanes far smaller than the defaults, so a small crop has
     many of each (the hand-over of rows between strips and lanes is what is under test).
     Yields the number of strips that started from rows handed over by their predecessor."""
-    monkeypatch.setattr(writer, "STRIP_ROWS", 40)
-    monkeypatch.setattr(writer, "GROUP_COLS", 100)
-    monkeypatch.setattr(writer, "LANE_STRIPS", 3)
-    monkeypatch.setattr(writer, "_cores", lambda: 1)
+    monkeypatch.setattr(strips, "STRIP_ROWS", 40)
+    monkeypatch.setattr(strips, "GROUP_COLS", 100)
+    monkeypatch.setattr(strips, "LANE_STRIPS", 3)
+    monkeypatch.setattr(strips, "cores", lambda: 1)
     carried = [0]
-    strip = writer._strip
+    strip = strips._strip
 
     def counting(job, st, carry, write):
         carried[0] += carry is not None
         return strip(job, st, carry, write)
 
-    monkeypatch.setattr(writer, "_strip", counting)
+    monkeypatch.setattr(strips, "_strip", counting)
     return carried
 
 
@@ -260,7 +261,7 @@ def test_shards_complete_band_by_band(make_raster, tmp_path, small_strips, monke
     monkeypatch.setattr(chunks.ShardAssembler, "add", counting)
     store = writer.tile(src, tmp_path / "s.zarr", tile_size=64, overlap=16)
     assert_store_equals(store, reference_store(src, 64, 16))
-    lanes = writer._plan_strips(0, 650, 260, 64, 16, block_rows=64, first_index=0, lanes_min=1)
+    lanes = strips.plan(0, 650, 260, 64, 16, block_rows=64, first_index=0, lanes_min=1)
     n_groups = len({st.read_cols for lane in lanes for st in lane})
     widths = {len(st.cols) for lane in lanes for st in lane}
     assert n_groups > 1 and max(widths) - min(widths) <= 1  # groups of even width
