@@ -1,6 +1,6 @@
 """Per-band statistics of a tile store, accumulated while the tiles are written.
 
-Each strip of the writer (:mod:`geoseg.tiles.writer`) counts exact sparse histograms of the
+Each strip of the one pass (:mod:`geoseg.tiles.strips`) counts exact sparse histograms of the
 pixels it owns; they are merged once at the end, so the statistics need no second read of the
 scene, and merging histograms (not means) keeps the percentiles exact.
 """
