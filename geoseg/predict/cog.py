@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +23,11 @@ def write_cog(
 ) -> Path:
     """Copy a finished (tiled) GeoTIFF into a Cloud Optimized GeoTIFF at ``dst``.
 
-    Overviews are built by the COG driver from the source, so the writer never needs the whole
-    raster in memory; colour table, nodata, CRS and transform are carried over. Class rasters
-    want ``mode`` resampling (an overview pixel is the most frequent class, never an average of
-    ids); probabilities want ``average``.
+    Overviews are built from the source, never from the whole raster in memory; colour
+    table, nodata, CRS and transform are carried over. Class rasters want ``mode`` resampling
+    (an overview pixel is the most frequent class, never an average of ids): for an 8-bit
+    band geoseg computes them (:mod:`geoseg.predict.overviews`, ~5x faster than GDAL's, the
+    same file); probabilities want ``average``, which the COG driver computes.
 
     Args:
         src_path: the GeoTIFF filled block by block (left in place; the caller removes it).
@@ -57,12 +61,37 @@ def write_cog(
     if quiet:
         gdal_log.addFilter(quiet)
     try:
-        with atomic_output(dst, overwrite=overwrite, param=param) as tmp:
-            rasterio.shutil.copy(str(src_path), str(tmp), driver="COG", **options)
+        with (
+            atomic_output(dst, overwrite=overwrite, param=param) as tmp,
+            _source(src_path, options) as source,
+        ):
+            rasterio.shutil.copy(str(source), str(tmp), driver="COG", **options)
     finally:
         if quiet:
             gdal_log.removeFilter(quiet)
     return Path(dst)
+
+
+@contextlib.contextmanager
+def _source(src_path: str | Path, options: dict[str, Any]):
+    """What the COG driver copies: a class raster (one 8-bit band, ``MODE`` overviews) as a
+    VRT carrying overviews computed by :mod:`geoseg.predict.overviews` (the driver then only
+    copies them; the file is byte-identical), anything else as it is."""
+    import rasterio
+
+    from geoseg.predict import overviews
+
+    resampling = options["OVERVIEW_RESAMPLING"]
+    mode = options.get("OVERVIEWS") == "IGNORE_EXISTING" and resampling == "MODE"
+    if mode:
+        with rasterio.open(src_path) as src:
+            mode = overviews.supported(src)
+    if not mode:
+        yield src_path
+        return
+    with overviews.mode_overviews(src_path, int(options["BLOCKSIZE"]), scratch_codec()) as vrt:
+        options["OVERVIEWS"] = "FORCE_USE_EXISTING"
+        yield vrt
 
 
 class _HalfFloatPadding(logging.Filter):
@@ -75,3 +104,38 @@ class _HalfFloatPadding(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "beyond range of float16" not in record.getMessage()
+
+
+def scratch_codec() -> dict[str, Any]:
+    """How predict's scratch GeoTIFFs (the COGs' sources, read once by the copy) are
+    compressed: ZSTD level 1 where GDAL has it, else DEFLATE level 1.
+
+    On 4096² x 6 float32 probabilities ZSTD-1 wrote in 0.55x DEFLATE level 1's CPU and 4 %
+    smaller (3 runs each); the files are geoseg's own, so their codec is nobody else's.
+    """
+    return dict(compress="ZSTD", zstd_level=1) if has_zstd() else dict(compress="DEFLATE", zlevel=1)
+
+
+@functools.cache
+def has_zstd() -> bool:
+    """Whether this GDAL writes ZSTD GeoTIFFs (rasterio's wheels do; some builds do not)."""
+    import numpy as np
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    path = "/vsimem/geoseg-zstd-probe.tif"
+    profile = dict(driver="GTiff", width=1, height=1, count=1, dtype="uint8", compress="ZSTD")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "not georeferenced"
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(np.zeros((1, 1, 1), "uint8"))
+            with rasterio.open(path) as src:
+                return src.read(1)[0, 0] == 0
+    except (RasterioError, ValueError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            import rasterio.shutil
+
+            rasterio.shutil.delete(path)

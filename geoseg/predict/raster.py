@@ -12,13 +12,10 @@ blocks run on a dask.distributed cluster), which are then copied to COGs with ov
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import os
 import threading
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from functools import partial
@@ -311,9 +308,9 @@ def _stitch_profile(grid: dict[str, Any], count: int, dtype: str, nodata: float)
     float32 probabilities it wrote in 0.55x DEFLATE level 1's CPU, 4 % smaller (3 runs each).
     The file is predict's own scratch, copied into the COG, so its codec is nobody else's.
     """
-    light = (
-        dict(compress="ZSTD", zstd_level=1) if _has_zstd() else dict(compress="DEFLATE", zlevel=1)
-    )
+    from geoseg.predict.cog import scratch_codec
+
+    light = scratch_codec()
     return dict(
         driver="GTiff",
         count=count,
@@ -326,30 +323,6 @@ def _stitch_profile(grid: dict[str, Any], count: int, dtype: str, nodata: float)
         **light,
         **grid,
     )
-
-
-@functools.cache
-def _has_zstd() -> bool:
-    """Whether this GDAL writes ZSTD GeoTIFFs (rasterio's wheels do; some builds do not)."""
-    import rasterio
-    from rasterio.errors import RasterioError
-
-    path = "/vsimem/geoseg-zstd-probe.tif"
-    profile = dict(driver="GTiff", width=1, height=1, count=1, dtype="uint8", compress="ZSTD")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "not georeferenced"
-            with rasterio.open(path, "w", **profile) as dst:
-                dst.write(np.zeros((1, 1, 1), "uint8"))
-            with rasterio.open(path) as src:
-                return src.read(1)[0, 0] == 0
-    except (RasterioError, ValueError):
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            import rasterio.shutil
-
-            rasterio.shutil.delete(path)
 
 
 def _threads(n_blocks: int, *, distributed: bool, gpu: bool) -> tuple[int, int]:
