@@ -289,6 +289,8 @@ class _GeoPackage:
         )  # fmt: skip
         # the R-tree's float32 boxes (24 bytes a polygon), written at close by a bulk load
         self.boxes.append(_rtree_boxes(np.arange(fids.start, fids.stop), minx, maxx, miny, maxy))
+        if len(self.boxes) >= 64:  # an array a batch costs more than its boxes for small ones
+            self.boxes = [np.concatenate(self.boxes)]
         self.count += n
         b = self.bounds
         self.bounds = [min(b[0], minx.min()), min(b[1], miny.min()),
@@ -308,8 +310,14 @@ class _GeoPackage:
             "UPDATE gpkg_ogr_contents SET feature_count = ? WHERE table_name = ?",
             (self.count, layer),
         )
-        boxes = np.concatenate(self.boxes) if self.boxes else _rtree_boxes(*[np.zeros(0)] * 5)
-        self.boxes = []
+        boxes = _rtree_boxes(*[np.zeros(0)] * 5)
+        if self.boxes:  # into one array batch by batch: never all batches and all of it at once
+            boxes = np.empty(sum(map(len, self.boxes)), self.boxes[0].dtype)
+            end = 0
+            while self.boxes:
+                part = self.boxes.pop(0)
+                boxes[end : end + len(part)] = part
+                end += len(part)
         _bulk_load_rtree(db, f"rtree_{layer}_geom", boxes)
         for sql in _rtree_triggers(layer) + _count_triggers(layer):
             db.execute(sql)

@@ -19,14 +19,16 @@ EPSG:4326) are measured and simplified in the UTM zone of the raster centre, the
 from __future__ import annotations
 
 import logging
+import mmap
 import os
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
 from itertools import chain, islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -241,8 +243,7 @@ def _polygonised(
     """
     from geoseg.progress import iter_in_order, scheduler_address
 
-    border = _Border(windows, block_size, opts)
-    with warnings.catch_warnings():
+    with _Border(windows, block_size, opts) as border, warnings.catch_warnings():
         # shapes() works on in-memory rasters in pixel coordinates on purpose (the first block's
         # transform is the identity) and GDAL then says "not georeferenced" from any thread
         warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio")
@@ -263,7 +264,7 @@ def _polygonised(
             del done
             border.add(k, edge, ids)
             del edge, ids
-    yield from border.joined()
+        yield from border.joined()
 
 
 class _Border:
@@ -272,11 +273,11 @@ class _Border:
 
     Blocks arrive in raster order, so a piece can only gain neighbours from the blocks to its
     right and below. A component is complete once the last block any of its pieces touches is
-    done; it is then stitched, finished and kept as WKB (16 bytes a vertex, against ~24 for a
-    GEOS geometry and several working copies when every border piece of the scene was joined
-    at the end: that join was the peak of an 8192² run). Finished polygons are yielded at the
-    end ordered by their lowest piece (block order, then trace order), the order of the join
-    of all blocks at once, so the output rows are the same.
+    done; it is then stitched and finished, and its WKB goes to a temporary file (every border
+    piece of the scene joined at the end, with several working copies, was the peak of an
+    8192² run; the finished polygons kept in memory were still 36 MiB of WKB there). They are
+    yielded at the end ordered by their lowest piece (block order, then trace order), the
+    order of the join of all blocks at once, so the output rows are the same.
     """
 
     def __init__(self, windows: Sequence[Window], block_size: int, opts: _Options) -> None:
@@ -305,7 +306,17 @@ class _Border:
         self.index = np.empty(0, np.int64)
         self.root = np.empty(0, np.int64)
         self.need = np.empty(0, np.int64)
+        # finished polygons: their attributes here, their WKB in a temporary file until the end
         self.finished: list[dict[str, np.ndarray]] = []
+        self.spill: IO[bytes] | None = None
+        self.spilled = 0  # bytes written to it
+
+    def __enter__(self) -> _Border:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.spill is not None:
+            self.spill.close()
 
     def add(self, k: int, pieces: _Pieces, edges: dict[str, np.ndarray]) -> None:
         """Take block ``k``'s border pieces (blocks arrive in order) and finish what it closes."""
@@ -354,8 +365,17 @@ class _Border:
         keys, component = np.unique(self.root[done], return_inverse=True)
         joined = _join(self.open.take(done), component, self.cols, self.rows)
         finished = _finish(joined, self.opts, keys=keys)
-        finished["geometry"] = shapely.to_wkb(finished["geometry"])
+        wkb = shapely.to_wkb(finished.pop("geometry"))
+        finished["size"] = np.fromiter(map(len, wkb), np.int64, len(wkb))
+        finished["offset"] = self.spilled + np.cumsum(finished["size"]) - finished["size"]
+        if self.spill is None:
+            # closed by __exit__ (the file outlives this call)
+            self.spill = tempfile.TemporaryFile(prefix="geoseg-vectorize-")  # noqa: SIM115
+        self.spill.write(b"".join(wkb))
+        self.spilled += int(finished["size"].sum())
         self.finished.append(finished)
+        if len(self.finished) >= 64:  # a few arrays per block add up over thousands of blocks
+            self.finished = [_concat(self.finished)]
         del joined, finished
         keep = ~done
         self.open = self.open.take(keep)
@@ -365,18 +385,22 @@ class _Border:
         """The finished polygons in the order of their lowest piece, a few MiB at a time."""
         if len(self.open.geoms):
             raise AssertionError("border pieces left open after the last block")
-        if not self.finished:
+        if self.spill is None:
             return
-        parts, self.finished = self.finished, []
-        merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        del parts
+        merged, self.finished = _concat(self.finished), []
         order = np.argsort(merged.pop("key"), kind="stable")
-        size = np.fromiter(map(len, merged["geometry"][order]), np.int64, len(order))
+        offset, size = merged.pop("offset")[order], merged.pop("size")[order]
         batch = np.cumsum(size) // JOINED_BATCH_BYTES
-        for part in np.split(order, np.flatnonzero(np.diff(batch)) + 1):
-            out = {name: values[part] for name, values in merged.items()}
-            out["geometry"] = shapely.from_wkb(out["geometry"])
-            yield out
+        self.spill.flush()
+        with mmap.mmap(self.spill.fileno(), 0, access=mmap.ACCESS_READ) as wkb:
+            for part in np.split(np.arange(len(order)), np.flatnonzero(np.diff(batch)) + 1):
+                out = {name: values[order[part]] for name, values in merged.items()}
+                blobs = [wkb[o : o + n] for o, n in zip(offset[part], size[part], strict=True)]
+                yield {"geometry": shapely.from_wkb(blobs), **out}
+
+
+def _concat(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def _resolve_classes(
