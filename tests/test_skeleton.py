@@ -141,3 +141,27 @@ def test_run_tasks_on_a_distributed_cluster():
         assert run_tasks(tasks, scheduler=cluster.scheduler_address) == [
             Path(f"p{i}") for i in range(5)
         ]
+
+
+def test_quiet_progress_needs_no_tqdm():
+    """Under -q a bar is a silent stand-in with the interface geoseg uses (iteration, a
+    context, update, set_postfix, close), and tqdm is never imported: ~30-50 ms of a short
+    command (issue 11). With bars on, the real tqdm draws them."""
+    code = (
+        "import sys\n"
+        "from geoseg.progress import progress, set_enabled\n"
+        "set_enabled(False)\n"
+        "assert list(progress(range(3), desc='x')) == [0, 1, 2]\n"
+        "with progress(total=2, desc='y') as bar:\n"
+        "    bar.update(1); bar.set_postfix(loss=1.0)\n"
+        "progress(total=1).close()\n"
+        "assert 'tqdm' not in sys.modules, 'tqdm imported under -q'\n"
+        "set_enabled(True)\n"
+        "bar = progress(total=1, desc='z')\n"
+        "assert type(bar).__module__.startswith('tqdm')\n"
+        "bar.close()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
