@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
@@ -127,13 +127,14 @@ def predict_block(
     probabilities: bool,
     nodata: float | str | None = None,
     sink=None,
-    shared: Sequence[Mapping[tuple[int, int], np.ndarray]] = (),
+    shared: Sequence[Mapping[tuple[int, int], np.ndarray]] | Callable = (),
     scratch: Scratch | None = None,
 ) -> dict[str, np.ndarray] | None:
     """Read, normalise, segment and blend one block; the arrays to write over its window.
 
     ``shared`` holds the probabilities of the block's tiles that other blocks use too
-    (computed once by :func:`predict_tiles`); the block computes the others itself.
+    (computed once by :func:`predict_tiles`), or is ``shared(data, valid)`` giving them from
+    the block's own read (:class:`_SharedTiles`); the block computes the others itself.
     Returns ``{"clusters": ..., "<class>": ..., "probabilities": ...}`` or, with a ``sink``,
     hands them to ``sink(block, arrays)`` and returns ``None`` so the scheduler keeps nothing.
     ``scratch`` (with a ``sink`` only: the arrays are its own until the thread's next block)
@@ -148,6 +149,8 @@ def predict_block(
     (rr0, rr1), (cc0, cc1) = block.read_rows, block.read_cols
     with rasterio.open(path) as src:
         data, valid = read_window(src, Window(cc0, rr0, cc1 - cc0, rr1 - rr0), bands, nodata)
+    if callable(shared):
+        shared = shared(data, valid)
     tiles = {k: v for part in shared for k, v in part.items()}
     probs = blend_block(
         block,
@@ -198,15 +201,23 @@ class _SharedTiles:
         self.users = {key: {i for i, u in enumerate(uses) if key in u} for key in groups}
         self.kept: dict[tuple, dict] = {}
 
-    def take(self, path: str, i: int) -> list[dict]:
-        """The groups block ``i`` needs (tile -> probabilities, or (array, (dr, dc)))."""
+    def take(self, i: int, data: np.ndarray, valid: np.ndarray) -> list[dict]:
+        """The groups block ``i`` needs (tile -> probabilities, or (array, (dr, dc))); a
+        group not computed yet is computed from ``data``/``valid``, the block's own read.
+
+        A group's tiles touch the block, so they lie inside its read window (the union of
+        its touching tiles): reading each group's window again decoded the same source
+        blocks a second time (a quarter of a k-means 8192² run's decoding).
+        """
+        block = self.blocks[i]
+        origin = (block.read_rows[0], block.read_cols[0])
         out = []
         for key in self.uses[i]:
             with self.locks[key]:
                 if key in self.kept:
                     out.append(self.kept[key])
                     continue
-                full = self.compute(path, self.groups[key])
+                full = self.compute(data, valid, self.groups[key], origin)
                 later = [self.blocks[j] for j in self.users[key] if j != i]
                 self.kept[key] = {t: _crop(p, t, later, self.tile) for t, p in full.items()}
                 out.append(full)
@@ -236,7 +247,7 @@ def _crop(p: np.ndarray, origin: tuple[int, int], blocks: Sequence[Block], tile:
 def _cached_block(path: str, block: Block, cache: _SharedTiles, i: int, **kwargs):
     """:func:`predict_block` with its shared tiles from ``cache``."""
     try:
-        return predict_block(path, block, shared=cache.take(path, i), **kwargs)
+        return predict_block(path, block, shared=partial(cache.take, i), **kwargs)
     finally:
         cache.done(i)
 
@@ -522,7 +533,15 @@ def predict(
                 # (threads taking them first in, first out; dask would pick its own order),
                 # so what is kept is one row of block borders whatever the scene's height.
                 scratch = Scratch()  # each worker thread's arrays, reused block after block
-                compute = partial(predict_tiles, **tiles_kw, scratch=scratch)
+                # a group's tiles are cut from the read of the block computing it
+                compute = partial(
+                    segment_tiles,
+                    segment=segment,
+                    tile=tile,
+                    batch_size=batch_size,
+                    norm=ckpt["norm"],
+                    scratch=scratch,
+                )
                 cache = _SharedTiles(groups, uses, blocks, tile, compute)
                 local_kw = dict(block_kw, sink=write, scratch=scratch)
                 calls = [
