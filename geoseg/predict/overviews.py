@@ -140,6 +140,7 @@ def mode_overviews(src_path: str | Path, blocksize: int, codec: dict) -> Iterato
     import rasterio
     import rasterio.shutil
     from affine import Affine
+    from rasterio.io import MemoryFile
     from rasterio.windows import Window
 
     src_path = Path(src_path)
@@ -183,22 +184,26 @@ def mode_overviews(src_path: str | Path, blocksize: int, codec: dict) -> Iterato
             above, (w_above, h_above) = path, (width, height)
         vrt = src_path.with_name(f"{src_path.stem}.ovr.vrt")
         made.append(vrt)
-        rasterio.shutil.copy(str(src_path), str(vrt), driver="VRT")
-        _add_overviews(vrt, made[:-1])
+        # GDAL describes the source in memory; Python writes the file (a full disk is then
+        # an OSError naming the path, where GDAL's VRT writer only said it failed)
+        with MemoryFile(ext=".vrt") as mem:
+            rasterio.shutil.copy(str(src_path.resolve()), mem.name, driver="VRT")
+            xml = mem.read()
+        vrt.write_bytes(_with_overviews(xml, made[:-1]))
         yield vrt
     finally:
         for path in made:
             path.unlink(missing_ok=True)
 
 
-def _add_overviews(vrt: Path, levels: list[Path]) -> None:
-    """Declare ``levels`` (finest first) as the overviews of the VRT's one band."""
-    tree = ET.parse(vrt)
-    band = tree.getroot().find("VRTRasterBand")
-    assert band is not None, f"{vrt} has no band"
+def _with_overviews(xml: bytes, levels: list[Path]) -> bytes:
+    """A VRT document with ``levels`` (finest first) declared as its one band's overviews."""
+    root = ET.fromstring(xml)
+    band = root.find("VRTRasterBand")
+    assert band is not None, "GDAL's VRT of a one-band raster has a band"
     for path in levels:
         overview = ET.SubElement(band, "Overview")
         name = ET.SubElement(overview, "SourceFilename", relativeToVRT="0")
         name.text = str(path.resolve())
         ET.SubElement(overview, "SourceBand").text = "1"
-    tree.write(vrt)
+    return ET.tostring(root)
