@@ -59,10 +59,15 @@ def stitch(
         if not len(comp):
             return out, ok
     ring, rank = _rings(nxt, start)
+    del nxt, start, end, bad, shared, x1, y1  # memory: this is linear, but per vertex
     order = np.lexsort((rank, ring))
+    del rank
     x, y, ring, comp = x0[order], y0[order], ring[order], comp[order]
+    del x0, y0, order
     starts = np.flatnonzero(np.r_[True, ring[1:] != ring[:-1]])
-    x, y, starts, ring_comp = _drop_straight(x, y, starts, comp[starts])
+    ring_comp = comp[starts]
+    del ring, comp
+    x, y, starts, ring_comp = _drop_straight(x, y, starts, ring_comp)
     area = _signed_areas(x, y, starts)
     shells = np.bincount(ring_comp, weights=area > 0, minlength=k)
     ok &= shells == 1
@@ -222,9 +227,11 @@ def _drop_straight(x, y, starts, ring_comp):
     idx = np.arange(n)
     prv = np.where(idx == starts[ring_of], ends[ring_of] - 1, idx - 1)
     nxt = np.where(idx == ends[ring_of] - 1, starts[ring_of], idx + 1)
-    din = np.stack([np.sign(x - x[prv]), np.sign(y - y[prv])], 1)
-    dout = np.stack([np.sign(x[nxt] - x), np.sign(y[nxt] - y)], 1)
-    corner = np.any(din != dout, axis=1)
+    # a corner: the step in differs from the step out (one axis at a time: two arrays of
+    # steps, not four, held at once)
+    corner = np.sign(x - x[prv]) != np.sign(x[nxt] - x)
+    corner |= np.sign(y - y[prv]) != np.sign(y[nxt] - y)
+    del prv, nxt, idx
     x, y, ring_of = x[corner], y[corner], ring_of[corner]
     kept = np.bincount(ring_of, minlength=len(starts))
     new_starts = np.r_[0, np.cumsum(kept)[:-1]]
