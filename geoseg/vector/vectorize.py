@@ -9,8 +9,10 @@ never a single corner, which is the 4-connectivity that ``rasterio.features.shap
 inside a block: the blockwise result equals polygonising the whole raster at once.
 
 Blocks run on local threads (dask.distributed only with a scheduler address); each block's
-finished polygons go to the writer as the block completes, and only the pieces touching a
-block border wait for the join at the end.
+finished polygons go to the writer as the block completes. Pieces touching a block border are
+joined as soon as every block they touch is done, and wait in a temporary file to be written
+last, in the order of a join of all blocks at once: memory follows the blocks in flight and
+the polygons still open, not the scene (a polygon spanning every block is its own floor).
 
 Areas and tolerances are in metres whatever the CRS: geographic rasters (SpaceNet is
 EPSG:4326) are measured and simplified in the UTM zone of the raster centre, then mapped back.
