@@ -6,6 +6,8 @@ nodata, tied windows and a real class map.
 from __future__ import annotations
 
 import filecmp
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -138,3 +140,21 @@ def test_other_rasters_keep_gdals_overviews(tmp_path):
     with rasterio.open(tmp_path / "p_cog.tif") as cog:
         assert cog.overviews(1) == [2, 4]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.tif", "p_cog.tif"]
+
+
+def test_a_nodata_a_byte_cannot_hold_is_left_to_gdal(tmp_path):
+    """GDAL reads an out-of-range nodata (-1) on a byte band and its mode then skips 0,
+    while rasterio reports no nodata: such a raster keeps GDAL's overviews, and its COG is
+    still GDAL's file."""
+    edit = shutil.which("gdal_edit.py")
+    if edit is None:
+        pytest.skip("gdal_edit.py (GDAL's command-line tools) is not installed")
+    data = np.random.default_rng(1).integers(0, 4, (1300, 1100)).astype(np.uint8)
+    path = class_raster(tmp_path / "odd.tif", data, nodata=None)
+    # rasterio refuses to write such a nodata; GDAL's own tools (and other writers) do not
+    subprocess.run([edit, "-a_nodata", "-1", str(path)], check=True, capture_output=True)
+    with overviews.mode_overviews(path, 512, scratch_codec()) as vrt:
+        assert vrt is None
+    gdal_cog(path, tmp_path / "gdal.tif")
+    write_cog(path, tmp_path / "ours.tif", overview_resampling="mode")
+    assert filecmp.cmp(tmp_path / "ours.tif", tmp_path / "gdal.tif", shallow=False)

@@ -90,6 +90,9 @@ def _source(src_path: str | Path, options: dict[str, Any]):
         yield src_path
         return
     with overviews.mode_overviews(src_path, int(options["BLOCKSIZE"]), scratch_codec()) as vrt:
+        if vrt is None:  # a nodata GDAL and rasterio read differently: GDAL computes them
+            yield src_path
+            return
         options["OVERVIEWS"] = "FORCE_USE_EXISTING"
         yield vrt
 

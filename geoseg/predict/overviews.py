@@ -132,10 +132,13 @@ def supported(src) -> bool:
 
 
 @contextlib.contextmanager
-def mode_overviews(src_path: str | Path, blocksize: int, codec: dict) -> Iterator[Path]:
+def mode_overviews(src_path: str | Path, blocksize: int, codec: dict) -> Iterator[Path | None]:
     """A VRT of ``src_path`` carrying its mode overviews for a ``blocksize`` COG; copy it
     with ``OVERVIEWS=FORCE_USE_EXISTING``. The levels are written with ``codec`` (GTiff
     creation options); they and the VRT are removed on exit.
+
+    Yields ``None`` (GDAL then computes the overviews) when GDAL's view of the band's nodata
+    is one a byte cannot hold: GDAL's mode then skips 0, while rasterio reports no nodata.
     """
     import rasterio
     import rasterio.shutil
@@ -145,6 +148,15 @@ def mode_overviews(src_path: str | Path, blocksize: int, codec: dict) -> Iterato
 
     src_path = Path(src_path)
     made: list[Path] = []
+    # GDAL's own description of the source (nodata as GDAL reads it); Python writes the VRT
+    # file (a full disk is then an OSError naming the path, where GDAL's VRT writer only
+    # said it failed)
+    with MemoryFile(ext=".vrt") as mem:
+        rasterio.shutil.copy(str(src_path.resolve()), mem.name, driver="VRT")
+        xml = mem.read()
+    if not _byte_nodata(xml):
+        yield None
+        return
     try:
         with rasterio.open(src_path) as src:
             nodata, crs, transform = src.nodata, src.crs, src.transform
@@ -184,16 +196,23 @@ def mode_overviews(src_path: str | Path, blocksize: int, codec: dict) -> Iterato
             above, (w_above, h_above) = path, (width, height)
         vrt = src_path.with_name(f"{src_path.stem}.ovr.vrt")
         made.append(vrt)
-        # GDAL describes the source in memory; Python writes the file (a full disk is then
-        # an OSError naming the path, where GDAL's VRT writer only said it failed)
-        with MemoryFile(ext=".vrt") as mem:
-            rasterio.shutil.copy(str(src_path.resolve()), mem.name, driver="VRT")
-            xml = mem.read()
         vrt.write_bytes(_with_overviews(xml, made[:-1]))
         yield vrt
     finally:
         for path in made:
             path.unlink(missing_ok=True)
+
+
+def _byte_nodata(xml: bytes) -> bool:
+    """Whether the VRT's band has no nodata, or one a byte holds (0..255)."""
+    text = ET.fromstring(xml).findtext("VRTRasterBand/NoDataValue")
+    if text is None:
+        return True
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return value.is_integer() and 0 <= value <= 255
 
 
 def _with_overviews(xml: bytes, levels: list[Path]) -> bytes:
