@@ -305,6 +305,7 @@ def block_rows(scene: Scene) -> int:
 
 
 def cores() -> int:
+    """The cores this process may run on: one lane per core at least."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -342,13 +343,13 @@ def run(lanes, job: dict, scheduler, desc: str, write=None) -> list[dict]:
         _close_readers(job["token"])
 
 
-def _run_lane(job: dict, plan, stop: threading.Event, bar) -> list[dict]:
+def _run_lane(job: dict, lane, stop: threading.Event, bar) -> list[dict]:
     """One lane's strips in order, each taking the rows its predecessor in the same column
     group handed over; a strip left out (nothing to do) breaks its group's chain. Stops
     between strips once ``stop`` is set."""
     carry: dict[int, tuple] = {}  # by the group's first column
     out = []
-    for strip, flag in plan:
+    for strip, flag in lane:
         if stop.is_set():
             break
         if flag is None:
