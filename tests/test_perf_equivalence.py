@@ -205,6 +205,7 @@ def test_raster_space_links_equal_the_geometric_search(make_raster):
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    import geoseg.vector.borders as borders
     import geoseg.vector.vectorize as vz
 
     rng = np.random.default_rng(5)
@@ -219,8 +220,10 @@ def test_raster_space_links_equal_the_geometric_search(make_raster):
         for c in range(0, 131, size)
     ]
     results = [vz._block(opts, w) for w in windows]
-    pieces = vz._Pieces.concat([edge for _, edge, _ in results])
-    links = vz._links(windows, [e for _, _, e in results], [len(p.geoms) for _, p, _ in results])
+    pieces = borders.Pieces.concat([edge for _, edge, _ in results])
+    links = borders.links(
+        windows, [e for _, _, e in results], [len(p.geoms) for _, p, _ in results]
+    )
     same = pieces.values[links[:, 0]] == pieces.values[links[:, 1]]
     left, right = shapely.STRtree(pieces.geoms).query(pieces.geoms, predicate="touches")
     pair = (left < right) & (pieces.values[left] == pieces.values[right])

@@ -290,7 +290,7 @@ def test_components_numbered_as_scipy_numbers_them():
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from geoseg.vector.vectorize import _components
+    from geoseg.vector.borders import components as _components
 
     rng = np.random.default_rng(0)
     for n, m in [(1, 0), (7, 0), (10, 5), (1000, 800), (300, 2000)]:

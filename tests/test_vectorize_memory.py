@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import shapely
 
-import geoseg.vector.vectorize as vz
+import geoseg.vector.borders as borders
 from geoseg.vector.vectorize import vectorize, vectorize_to_file
 
 
@@ -39,7 +39,7 @@ def traced_peak(raster, output) -> tuple[int, int]:
 
 def test_peak_memory_follows_the_block_rows_not_the_scene(make_raster, tmp_path, monkeypatch):
     # joined polygons go to the writer 64 KiB at a time, as the default 8 MiB does on a scene
-    monkeypatch.setattr(vz, "JOINED_BATCH_BYTES", 1 << 16, raising=False)
+    monkeypatch.setattr(borders, "JOINED_BATCH_BYTES", 1 << 16)
     warm = make_raster("warm.tif", blobs(64)[None], nodata=255)
     traced_peak(warm, tmp_path / "warm.gpkg")  # imports and first-call caches out of the way
     short = make_raster("short.tif", blobs(256)[None], nodata=255)
@@ -60,7 +60,7 @@ def test_joined_polygons_in_small_batches_are_the_same_rows(make_raster, monkeyp
     raster = make_raster("classes.tif", data[None], nodata=255)
     whole = vectorize(raster, block_size=4096)
     parts = vectorize(raster, block_size=37)
-    monkeypatch.setattr(vz, "JOINED_BATCH_BYTES", 1000)
+    monkeypatch.setattr(borders, "JOINED_BATCH_BYTES", 1000)
     small = vectorize(raster, block_size=37)
     assert len(parts) == len(small) == len(whole) > 100
     np.testing.assert_array_equal(

@@ -8,6 +8,7 @@ import pytest
 import shapely
 from rasterio.windows import Window
 
+import geoseg.vector.borders as borders
 import geoseg.vector.vectorize as vz
 from geoseg.vector.stitch import stitch
 
@@ -23,10 +24,12 @@ def border_components(make_raster, data: np.ndarray, size: int):
         for c in range(0, width, size)
     ]
     results = [vz._block(opts, w) for w in windows]
-    pieces = vz._Pieces.concat([edge for _, edge, _ in results])
-    links = vz._links(windows, [e for _, _, e in results], [len(p.geoms) for _, p, _ in results])
+    pieces = borders.Pieces.concat([edge for _, edge, _ in results])
+    links = borders.links(
+        windows, [e for _, _, e in results], [len(p.geoms) for _, p, _ in results]
+    )
     same = pieces.values[links[:, 0]] == pieces.values[links[:, 1]]
-    component = vz._components(len(pieces.geoms), links[same, 0], links[same, 1])
+    component = borders.components(len(pieces.geoms), links[same, 0], links[same, 1])
     cols, rows = np.arange(size, width, size), np.arange(size, height, size)
     return pieces.geoms, component, cols, rows
 
@@ -100,7 +103,7 @@ def test_components_stitched_in_batches_give_the_same_polygons(make_raster, monk
     data = rng.integers(0, 3, (60, 80), dtype=np.uint8)
     raster = make_raster("classes.tif", data[None], nodata=255)
     one_batch = vz.vectorize(raster, block_size=7)
-    monkeypatch.setattr(vz, "STITCH_VERTICES", 40)
+    monkeypatch.setattr(borders, "STITCH_VERTICES", 40)
     batches = vz.vectorize(raster, block_size=7)
     assert len(batches) == len(one_batch) > 100
     np.testing.assert_array_equal(
