@@ -77,20 +77,14 @@ def _source(src_path: str | Path, options: dict[str, Any]):
     """What the COG driver copies: a class raster (one 8-bit band, ``MODE`` overviews) as a
     VRT carrying overviews computed by :mod:`geoseg.predict.overviews` (the driver then only
     copies them; the file is byte-identical), anything else as it is."""
-    import rasterio
-
     from geoseg.predict import overviews
 
-    resampling = options["OVERVIEW_RESAMPLING"]
-    mode = options.get("OVERVIEWS") == "IGNORE_EXISTING" and resampling == "MODE"
-    if mode:
-        with rasterio.open(src_path) as src:
-            mode = overviews.supported(src)
-    if not mode:
+    computed = options.get("OVERVIEWS") == "IGNORE_EXISTING"  # not the source's own
+    if not computed or options["OVERVIEW_RESAMPLING"] != "MODE":
         yield src_path
         return
     with overviews.mode_overviews(src_path, int(options["BLOCKSIZE"]), scratch_codec()) as vrt:
-        if vrt is None:  # a nodata GDAL and rasterio read differently: GDAL computes them
+        if vrt is None:  # not a raster whose overviews geoseg computes: GDAL computes them
             yield src_path
             return
         options["OVERVIEWS"] = "FORCE_USE_EXISTING"

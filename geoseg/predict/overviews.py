@@ -137,8 +137,9 @@ def mode_overviews(src_path: str | Path, blocksize: int, codec: dict) -> Iterato
     with ``OVERVIEWS=FORCE_USE_EXISTING``. The levels are written with ``codec`` (GTiff
     creation options); they and the VRT are removed on exit.
 
-    Yields ``None`` (GDAL then computes the overviews) when GDAL's view of the band's nodata
-    is one a byte cannot hold: GDAL's mode then skips 0, while rasterio reports no nodata.
+    Yields ``None`` (GDAL then computes the overviews) for a raster this module does not
+    handle (:func:`supported`), or whose nodata, as GDAL reads it, is one a byte cannot hold:
+    GDAL's mode then skips 0, while rasterio reports no nodata.
     """
     import rasterio
     import rasterio.shutil
@@ -147,6 +148,13 @@ def mode_overviews(src_path: str | Path, blocksize: int, codec: dict) -> Iterato
     from rasterio.windows import Window
 
     src_path = Path(src_path)
+    with rasterio.open(src_path) as src:
+        nodata, crs, transform = src.nodata, src.crs, src.transform
+        base = (src.width, src.height)
+        handled = supported(src)
+    if not handled:
+        yield None
+        return
     made: list[Path] = []
     # GDAL's own description of the source (nodata as GDAL reads it); Python writes the VRT
     # file (a full disk is then an OSError naming the path, where GDAL's VRT writer only
@@ -158,11 +166,8 @@ def mode_overviews(src_path: str | Path, blocksize: int, codec: dict) -> Iterato
         yield None
         return
     try:
-        with rasterio.open(src_path) as src:
-            nodata, crs, transform = src.nodata, src.crs, src.transform
-            above, (w_above, h_above) = src_path, (src.width, src.height)
-            base = (src.width, src.height)
-            levels = cog_levels(src.width, src.height, blocksize)
+        above, (w_above, h_above) = src_path, base
+        levels = cog_levels(*base, blocksize)
         for k, (width, height) in enumerate(levels):
             path = src_path.with_name(f"{src_path.stem}.ovr{k + 1}.tif")
             made.append(path)
