@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-from make_fixtures import synthetic_scene, write_raster
+from make_fixtures import synthetic_scene, write_class_raster, write_raster
 from test_predict import tiny_checkpoint
 
 from geoseg.errors import OutputExists
@@ -16,24 +16,9 @@ from geoseg.predict.raster import predict
 
 def _stitched(path, data, *, nodata=255, colormap=True):
     """A tiled GeoTIFF as predict fills it block by block."""
-    profile = dict(
-        driver="GTiff",
-        width=data.shape[1],
-        height=data.shape[0],
-        count=1,
-        dtype=data.dtype.name,
-        crs="EPSG:32611",
-        transform=rasterio.transform.from_origin(5e5, 4e6, 0.5, 0.5),
-        nodata=nodata,
-        tiled=True,
-        blockxsize=256,
-        blockysize=256,
+    return write_class_raster(
+        path, data, nodata=nodata, colormap=class_colormap(4, nodata) if colormap else None
     )
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data, 1)
-        if colormap:
-            dst.write_colormap(1, class_colormap(4, nodata))
-    return path
 
 
 def test_write_cog_overviews_take_the_most_frequent_class(tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.shutil
+from make_fixtures import write_class_raster
 from rasterio.transform import from_origin
 
 from geoseg.predict import overviews
@@ -20,25 +21,8 @@ from geoseg.predict.cog import scratch_codec, write_cog
 
 
 def class_raster(path, data: np.ndarray, nodata=255, colormap=None):
-    profile = dict(
-        driver="GTiff",
-        width=data.shape[1],
-        height=data.shape[0],
-        count=1,
-        dtype="uint8",
-        nodata=nodata,
-        crs="EPSG:32614",
-        transform=from_origin(500000, 4000000, 0.5, 0.5),
-        tiled=True,
-        blockxsize=256,
-        blockysize=256,
-        **scratch_codec(),
-    )
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data, 1)
-        if colormap:
-            dst.write_colormap(1, colormap)
-    return path
+    """A class map as predict's scratch file is written (its codec included)."""
+    return write_class_raster(path, data, nodata=nodata, colormap=colormap, **scratch_codec())
 
 
 def gdal_cog(src, dst, blocksize=512):

@@ -87,6 +87,33 @@ def write_raster(
     return path
 
 
+def write_class_raster(
+    path: str | Path, data: np.ndarray, *, nodata=255, colormap=None, **profile
+) -> Path:
+    """A one-band class map as predict fills its scratch file: tiled 256², ``nodata``, an
+    optional colour table; ``profile`` adds creation options (compression)."""
+    path = Path(path)
+    options = dict(
+        driver="GTiff",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype=data.dtype.name,
+        crs="EPSG:32611",
+        transform=from_origin(500000.0, 4000000.0, 0.5, 0.5),
+        nodata=nodata,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        **profile,
+    )
+    with rasterio.open(path, "w", **options) as dst:
+        dst.write(data, 1)
+        if colormap:
+            dst.write_colormap(1, colormap)
+    return path
+
+
 def write_all(out: str | Path) -> dict[str, Path]:
     """Write every fixture into ``out``; returns name → path."""
     out = Path(out)
