@@ -13,6 +13,7 @@ import torch
 from make_fixtures import synthetic_scene
 from test_predict import tiny_checkpoint
 
+import geoseg.predict.block as block
 import geoseg.predict.raster as raster
 from geoseg.models.baselines import KMeansSegmenter
 from geoseg.predict.segment import segmenter
@@ -65,14 +66,14 @@ def test_kept_border_tiles_are_one_row_of_blocks(tmp_path, make_raster, monkeypa
     scene = make_raster("big.tif", image)
     ckpt = tiny_checkpoint(tmp_path / "m.pt")
     most = []
-    take = raster._SharedTiles.take
+    take = block.SharedTiles.take
 
     def observed(self, i, data, valid):
         out = take(self, i, data, valid)
         most.append(len(self.kept))
         return out
 
-    monkeypatch.setattr(raster._SharedTiles, "take", observed)
+    monkeypatch.setattr(block.SharedTiles, "take", observed)
     raster.predict(scene, ckpt, tmp_path / "out", block_size=64)
     cols = round(len(most) ** 0.5)  # blocks are aligned to the tile grid: a square of them
     assert len(most) == cols * cols > 25  # every block took its shared tiles

@@ -9,7 +9,7 @@ import numpy as np
 
 from geoseg.io.bands import model_input
 from geoseg.predict.blend import blend_block
-from geoseg.predict.raster import _classify
+from geoseg.predict.block import classify as _classify
 from geoseg.predict.scratch import Scratch
 from geoseg.tiles.grid import plan_blocks
 
