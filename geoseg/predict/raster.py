@@ -1,13 +1,15 @@
 """Streaming tiled inference over scenes of any size, written as Cloud Optimized GeoTIFFs.
 
-The scene is cut into blocks (dask tasks); each block reads its tiles' union from the file,
+The scene is cut into blocks on one global tile grid (:mod:`geoseg.predict.blend`), so the
+class map does not depend on the block size, and memory is bounded by the block: no array of
+the scene's size exists. Each block (:mod:`geoseg.predict.block`) reads its window once,
 normalises it as training did, runs the model tile by tile, blends overlapping tiles with a
-raised-cosine weight on the softmax and arg-maxes. The window/weight math lives in
-:mod:`geoseg.predict.blend` and is defined on one global tile grid, so the class map does not
-depend on the block size, and memory is bounded by the block: no array of the scene's size exists.
+raised-cosine weight on the softmax and arg-maxes. Blocks run in planned order on local
+threads (dask.distributed only with a scheduler address).
 
 Blocks are written into tiled temporary GeoTIFFs by one writer (a lock locally; the client when
-blocks run on a dask.distributed cluster), which are then copied to COGs with overviews.
+blocks run on a dask.distributed cluster), which are then copied to COGs with overviews
+(:mod:`geoseg.predict.cog`).
 """
 
 from __future__ import annotations
